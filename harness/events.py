@@ -1,0 +1,123 @@
+"""The log event, its limits and its wire format.
+
+An event is ``{topic, event_id, timestamp, source, payload}`` as in the seed report.
+Its identity is ``(topic, event_id)``: two deliveries with the same key are the same
+event, whatever else they carry, and the store keeps the first one it commits.
+
+Limits (checked by :func:`validate`, documented in the README):
+
+- ``topic``, ``event_id``: non-empty strings of at most 255 characters, no NUL;
+- ``source``: a string of at most 255 characters, no NUL (may be empty);
+- ``timestamp``: ISO 8601 with a time zone (``2025-12-17T10:30:45.123Z``);
+- ``payload``: a JSON object whose compact encoding is at most 64 KiB and holds no NUL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+MAX_KEY_CHARS = 255
+MAX_SOURCE_CHARS = 255
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+FIELDS = ("topic", "event_id", "timestamp", "source", "payload")
+
+
+class InvalidEvent(ValueError):
+    """The event breaks the model's rules."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One validated log event."""
+
+    topic: str
+    event_id: str
+    timestamp: str
+    source: str
+    payload: Mapping[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.topic, self.event_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "event_id": self.event_id,
+            "timestamp": self.timestamp,
+            "source": self.source,
+            "payload": dict(self.payload),
+        }
+
+
+def _check_text(raw: Mapping[str, Any], field: str, limit: int, *, allow_empty: bool) -> str:
+    value = raw.get(field)
+    if not isinstance(value, str):
+        raise InvalidEvent(field, "missing" if value is None else "must be a string")
+    if not value and not allow_empty:
+        raise InvalidEvent(field, "must not be empty")
+    if len(value) > limit:
+        raise InvalidEvent(field, f"longer than {limit} characters ({len(value)})")
+    if "\x00" in value:
+        raise InvalidEvent(field, "contains a NUL character")
+    return value
+
+
+def parse_timestamp(value: object) -> dt.datetime:
+    """An aware datetime from an ISO 8601 string, or :class:`InvalidEvent`."""
+    if not isinstance(value, str):
+        raise InvalidEvent("timestamp", "missing" if value is None else "must be a string")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("timestamp", f"not ISO 8601: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidEvent("timestamp", "has no time zone (add Z or +00:00)")
+    return parsed
+
+
+def validate(raw: object) -> Event:
+    """An :class:`Event` from a decoded JSON value, or :class:`InvalidEvent` naming the field."""
+    if not isinstance(raw, Mapping):
+        raise InvalidEvent("event", "must be a JSON object")
+    topic = _check_text(raw, "topic", MAX_KEY_CHARS, allow_empty=False)
+    event_id = _check_text(raw, "event_id", MAX_KEY_CHARS, allow_empty=False)
+    source = _check_text(raw, "source", MAX_SOURCE_CHARS, allow_empty=True)
+    timestamp = raw.get("timestamp")
+    parse_timestamp(timestamp)
+    payload = raw.get("payload", {})
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent("payload", "must be a JSON object")
+    try:
+        encoded = orjson.dumps(payload)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidEvent("payload", f"not encodable as JSON: {exc}") from None
+    if len(encoded) > MAX_PAYLOAD_BYTES:
+        raise InvalidEvent("payload", f"larger than {MAX_PAYLOAD_BYTES} bytes ({len(encoded)})")
+    if b"\\u0000" in encoded:
+        raise InvalidEvent("payload", "contains a NUL character")
+    return Event(topic, event_id, str(timestamp), source, payload)
+
+
+def encode_many(events: Iterable[Mapping[str, Any]]) -> bytes:
+    """The wire form of several events: one compact JSON array."""
+    return orjson.dumps(list(events))
+
+
+def decode_many(data: bytes | str) -> list[Any]:
+    """The decoded JSON array of a stream entry (items still to be validated)."""
+    value = orjson.loads(data)
+    if not isinstance(value, list):
+        raise InvalidEvent("entry", "must be a JSON array of events")
+    return value

@@ -1,0 +1,162 @@
+"""A deterministic workload: events with re-sent duplicates, and the truth about them.
+
+Event number ``i`` (0 ≤ i < events) is either *fresh* — the next unique event, with
+ordinal ``u`` = the number of fresh events before it — or, with probability
+``duplicate_rate``, a *re-send* of a uniformly chosen earlier fresh event. Every
+re-send is byte-identical to its original, as a publisher's retry would be.
+
+Because fresh events are numbered 0, 1, 2, …, the ground truth is small: the distinct
+keys emitted are exactly those of ordinals ``0 … expected_unique - 1``.
+
+Randomness is drawn per fixed-size chunk from ``(seed, chunk)``, so any slice of the
+sequence (one publisher's share) is generated without generating the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+CHUNK = 1 << 16
+
+#: Topic names in the seed report's style; more topics get numbered names.
+TOPIC_NAMES = (
+    "user.login",
+    "user.registration",
+    "order.created",
+    "order.shipped",
+    "payment.processed",
+    "payment.failed",
+    "inventory.updated",
+    "cart.abandoned",
+    "session.expired",
+    "audit.access",
+)
+_EPOCH = dt.datetime(2025, 12, 17, tzinfo=dt.UTC)
+_MIX = 2654435761  # Knuth's multiplicative hash, to spread ordinals over topics
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Workload:
+    """What a trial publishes."""
+
+    events: int
+    duplicate_rate: float
+    topics: int
+    payload_bytes: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.events < 0:
+            raise ValueError(f"events must be ≥ 0, got {self.events}")
+        if not 0.0 <= self.duplicate_rate < 1.0:
+            raise ValueError(f"duplicate_rate must be in [0, 1), got {self.duplicate_rate}")
+        if self.topics < 1:
+            raise ValueError(f"topics must be ≥ 1, got {self.topics}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        if self.payload_bytes < 0:
+            raise ValueError(f"payload_bytes must be ≥ 0, got {self.payload_bytes}")
+
+
+def topic_name(index: int) -> str:
+    return TOPIC_NAMES[index] if index < len(TOPIC_NAMES) else f"topic.{index:04d}"
+
+
+class Generator:
+    """Generates a :class:`Workload`'s events and knows its ground truth."""
+
+    def __init__(self, workload: Workload) -> None:
+        self.workload = workload
+        self._topics = [topic_name(i) for i in range(workload.topics)]
+        self._filler = "x" * max(0, workload.payload_bytes - 40)
+
+    # -- ground truth -----------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        """How many events are sent, re-sends included."""
+        return self.workload.events
+
+    @functools.cached_property
+    def expected_unique(self) -> int:
+        """How many distinct ``(topic, event_id)`` keys are sent."""
+        chunks = -(-self.total // CHUNK)
+        return self._fresh_before_chunk(chunks)
+
+    def expected_keys(self) -> Iterator[tuple[str, str]]:
+        """Every distinct key sent, in ordinal order."""
+        for u in range(self.expected_unique):
+            yield self.key(u)
+
+    # -- events -----------------------------------------------------------------------
+
+    def key(self, ordinal: int) -> tuple[str, str]:
+        topic = self._topics[(ordinal * _MIX) % self.workload.topics]
+        return topic, f"{self.workload.seed:08x}-{ordinal:010d}"
+
+    def event(self, ordinal: int) -> dict[str, Any]:
+        """The event with this fresh ordinal, as a JSON-ready dict."""
+        topic, event_id = self.key(ordinal)
+        timestamp = _EPOCH + dt.timedelta(milliseconds=ordinal)
+        return {
+            "topic": topic,
+            "event_id": event_id,
+            "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
+            "source": f"service-{ordinal % 7}",
+            "payload": {"seq": ordinal, "level": "INFO", "msg": self._filler},
+        }
+
+    def ordinals(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The fresh ordinal of each event ``start ≤ i < stop`` (re-sends repeat one)."""
+        stop = self.total if stop is None else min(stop, self.total)
+        if start >= stop:
+            return np.empty(0, dtype=np.int64)
+        parts = []
+        first, last = start // CHUNK, (stop - 1) // CHUNK
+        fresh_before = self._fresh_before_chunk(first)
+        for chunk in range(first, last + 1):
+            ordinals, fresh_in_chunk = self._chunk(chunk, fresh_before)
+            lo = max(start - chunk * CHUNK, 0)
+            hi = min(stop - chunk * CHUNK, len(ordinals))
+            parts.append(ordinals[lo:hi])
+            fresh_before += fresh_in_chunk
+        return np.concatenate(parts)
+
+    def events(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The events ``start ≤ i < stop`` in order, as JSON-ready dicts."""
+        for ordinal in self.ordinals(start, stop).tolist():
+            yield self.event(ordinal)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _chunk_len(self, chunk: int) -> int:
+        return min(CHUNK, self.total - chunk * CHUNK)
+
+    def _is_dup(self, rng: np.random.Generator, chunk: int) -> np.ndarray:
+        is_dup = rng.random(self._chunk_len(chunk)) < self.workload.duplicate_rate
+        if chunk == 0 and len(is_dup):
+            is_dup[0] = False  # the first event has nothing to re-send
+        return is_dup
+
+    def _fresh_before_chunk(self, chunk: int) -> int:
+        fresh = 0
+        for c in range(chunk):
+            rng = np.random.default_rng([self.workload.seed, c])
+            fresh += int(np.count_nonzero(~self._is_dup(rng, c)))
+        return fresh
+
+    def _chunk(self, chunk: int, fresh_before: int) -> tuple[np.ndarray, int]:
+        rng = np.random.default_rng([self.workload.seed, chunk])
+        is_dup = self._is_dup(rng, chunk)
+        fresh = ~is_dup
+        # fresh events before each position, this chunk's earlier ones included
+        seen = fresh_before + np.cumsum(fresh) - fresh
+        picks = (rng.random(len(is_dup)) * seen).astype(np.int64)
+        ordinals = np.where(is_dup, picks, seen).astype(np.int64)
+        return ordinals, int(np.count_nonzero(fresh))
