@@ -1,0 +1,128 @@
+"""Ray actors that run publishers and consumers where Ray places them.
+
+Each actor talks to Redis and PostgreSQL itself and runs its loop on a thread of its
+own, so that the driver can poll ``progress()`` (a few calls a second, never one per
+event) while the work goes on. Actors are kept across the trials of a run.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from typing import Any
+
+import ray
+
+from harness import broker as broker_mod
+from harness import latency
+from harness.config import Settings
+from harness.consumer import Consumer, ConsumerConfig
+from harness.keys import Keys
+from harness.publisher import Publisher, PublishPlan
+from harness.store import Store
+
+#: Fraction of a CPU each actor asks Ray for: 20 actors per logical CPU. The work is
+#: mostly waiting on Redis and PostgreSQL, and Ray never caps real CPU use.
+ACTOR_CPUS = 0.05
+
+
+class _Runner:
+    """A loop on a thread, with its error kept for the driver."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.error: str | None = None
+
+    def start(self, target: Any) -> None:
+        self._stop = threading.Event()
+        self.error = None
+
+        def guarded() -> None:
+            try:
+                target(self._stop)
+            except BaseException:
+                self.error = traceback.format_exc(limit=8)
+
+        self._thread = threading.Thread(target=guarded, daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+@ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0)
+class ConsumerActor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runner = _Runner()
+        self.consumer: Consumer | None = None
+
+    def start(self, config: ConsumerConfig, isolation: str, prefix: str) -> str:
+        """Connect, then consume on a thread. Returns the node it runs on."""
+        store = Store(self.settings.pg_dsn, schema=self.settings.pg_schema, isolation=isolation)
+        store.conn  # connect now, so the trial starts with every consumer ready
+        client = broker_mod.connect(self.settings.redis_url)
+        client.ping()
+        self.consumer = Consumer(broker_mod.StreamBroker(client, Keys(prefix)), store, config)
+        self.runner.start(self.consumer.run)
+        return str(ray.get_runtime_context().get_node_id())
+
+    def progress(self) -> dict[str, Any]:
+        assert self.consumer is not None
+        return {
+            **self.consumer.stats.snapshot(),
+            "running": self.runner.running,
+            "error": self.runner.error,
+        }
+
+    def stop(self) -> dict[str, Any]:
+        """Finish the batch in hand, disconnect, and report (with the latency histogram)."""
+        assert self.consumer is not None
+        self.runner.stop()
+        self.consumer.store.close()
+        self.consumer.broker.client.close()
+        return {
+            **self.progress(),
+            "histogram": latency.encode(self.consumer.stats.histogram),
+        }
+
+
+@ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0)
+class PublisherActor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runner = _Runner()
+        self.publisher: Publisher | None = None
+
+    def start(self, plan: PublishPlan, prefix: str) -> str:
+        client = broker_mod.connect(self.settings.redis_url)
+        client.ping()
+        publisher = Publisher(broker_mod.StreamBroker(client, Keys(prefix)))
+        self.publisher = publisher
+        self.runner.start(lambda stop: publisher.run(plan, stop))
+        return str(ray.get_runtime_context().get_node_id())
+
+    def progress(self) -> dict[str, Any]:
+        assert self.publisher is not None
+        stats = self.publisher.stats
+        return {
+            "events": stats.events,
+            "entries": stats.entries,
+            "backpressure_s": stats.backpressure_s,
+            "first_publish_ns": stats.first_publish_ns,
+            "running": self.runner.running,
+            "error": self.runner.error,
+        }
+
+    def stop(self) -> dict[str, Any]:
+        assert self.publisher is not None
+        self.runner.stop()
+        self.publisher.broker.client.close()
+        return self.progress()

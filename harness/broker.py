@@ -1,0 +1,222 @@
+"""Redis Streams with one consumer group: at-least-once delivery that survives a dead consumer.
+
+Unlike the seed's ``RPUSH``/``BLPOP`` list, an entry read with ``XREADGROUP`` stays in
+the group's pending list until it is acknowledged, which consumers do only after the
+PostgreSQL transaction that applied it has committed. A consumer that dies between
+read and acknowledgement leaves its entries pending; it drains them itself when it
+comes back (``XREADGROUP … 0``), and its peers take them over with ``XAUTOCLAIM`` once
+they have been idle for ``claim_idle_ms``.
+
+One stream entry carries one or more events (``entry_size``), encoded as a JSON
+array, with the publisher's clock at creation (for end-to-end latency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from harness.keys import Keys
+
+FIELD_EVENTS = b"e"
+FIELD_COUNT = b"n"
+FIELD_CREATED_NS = b"t"
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to a consumer."""
+
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    #: ``True`` when it came back from the pending list (own restart or a reclaim).
+    redelivered: bool
+
+    @property
+    def created_ns(self) -> int:
+        try:
+            return int(self.fields.get(FIELD_CREATED_NS, b"0"))
+        except ValueError:
+            return 0
+
+    @property
+    def payload(self) -> bytes:
+        return self.fields.get(FIELD_EVENTS, b"")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backlog:
+    length: int  # entries in the stream (acknowledged ones until trimmed)
+    pending: int  # delivered, not acknowledged
+    undelivered: bool  # entries exist beyond the group's last-delivered id
+
+    @property
+    def drained(self) -> bool:
+        return self.pending == 0 and not self.undelivered
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A client whose socket timeout outlasts any ``BLOCK`` we use (see redis-py #3138)."""
+    kwargs.setdefault("socket_timeout", 30)
+    kwargs.setdefault("socket_connect_timeout", 5)
+    kwargs.setdefault("health_check_interval", 30)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamBroker:
+    """The events stream, its consumer group and its dead-letter stream."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Delete the streams and create an empty stream with a fresh group."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*self.keys.all())
+        pipe.xgroup_create(self.keys.stream, self.keys.group, id="0", mkstream=True)
+        pipe.execute()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.keys.stream, self.keys.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- publishing -------------------------------------------------------------------
+
+    def publish(self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None) -> int:
+        """XADD each ``(encoded events, count)`` in one pipelined round trip."""
+        stamp = str(time.time_ns() if created_ns is None else created_ns).encode()
+        pipe = self.client.pipeline(transaction=False)
+        for payload, count in entries:
+            pipe.xadd(
+                self.keys.stream,
+                {FIELD_EVENTS: payload, FIELD_COUNT: str(count).encode(), FIELD_CREATED_NS: stamp},
+            )
+        pipe.execute()
+        return len(entries)
+
+    # -- consuming --------------------------------------------------------------------
+
+    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """New entries for ``consumer``; waits up to ``block_ms`` when there are none."""
+        reply = self.client.xreadgroup(
+            self.keys.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+        )
+        return self._deliveries(reply, redelivered=False)
+
+    def read_own_pending(self, consumer: str, count: int) -> list[Delivery]:
+        """Entries delivered to ``consumer`` before and not acknowledged (after a restart)."""
+        reply = self.client.xreadgroup(
+            self.keys.group, consumer, {self.keys.stream: "0"}, count=count
+        )
+        return self._deliveries(reply, redelivered=True)
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
+        """Take over entries another consumer has held for at least ``min_idle_ms``."""
+        reply = self.client.xautoclaim(
+            self.keys.stream, self.keys.group, consumer, min_idle_ms, start_id="0-0", count=count
+        )
+        # Redis 6.2 answers [cursor, entries]; 7.0 adds the ids deleted meanwhile.
+        entries = reply[1]
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:
+            self.ack(deleted)  # trimmed away: nothing left to deliver
+        return [Delivery(eid, fields, True) for eid, fields in entries if fields is not None]
+
+    def ack(self, entry_ids: Sequence[bytes]) -> int:
+        if not entry_ids:
+            return 0
+        return int(self.client.xack(self.keys.stream, self.keys.group, *entry_ids))
+
+    @staticmethod
+    def _deliveries(reply: Any, *, redelivered: bool) -> list[Delivery]:
+        if not reply:
+            return []
+        out = []
+        for _stream, entries in reply:
+            for eid, fields in entries:
+                if fields:  # a pending entry deleted from the stream comes back empty
+                    out.append(Delivery(eid, fields, redelivered))
+        return out
+
+    # -- dead letters -----------------------------------------------------------------
+
+    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
+        """Keep an entry that cannot be applied, with why, and acknowledge it."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(
+            self.keys.dead_letter,
+            {
+                b"entry_id": delivery.entry_id,
+                b"reason": reason.encode("utf-8", "replace"),
+                b"consumer": consumer.encode(),
+                **delivery.fields,
+            },
+        )
+        pipe.xack(self.keys.stream, self.keys.group, delivery.entry_id)
+        pipe.execute()
+
+    def dead_letters(self, count: int = 100) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        return list(self.client.xrange(self.keys.dead_letter, count=count))
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def backlog(self) -> Backlog:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xinfo_stream(self.keys.stream)
+        pipe.xinfo_groups(self.keys.stream)
+        stream, groups = pipe.execute()
+        group = next(g for g in groups if _text(g["name"]) == self.keys.group)
+        last_generated = _id_tuple(stream["last-generated-id"])
+        last_delivered = _id_tuple(group["last-delivered-id"])
+        return Backlog(
+            length=int(stream["length"]),
+            pending=int(group["pending"]),
+            undelivered=last_delivered < last_generated,
+        )
+
+    def trim(self) -> int:
+        """Drop acknowledged entries: everything below the oldest one still needed.
+
+        Needed are the pending entries and those not yet delivered, so the bound is
+        min(oldest pending id, last delivered id). New deliveries only take ids above
+        the last delivered one, so the bound read here stays safe while we trim.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xpending(self.keys.stream, self.keys.group)
+        pipe.xinfo_groups(self.keys.stream)
+        pending, groups = pipe.execute()
+        group = next(g for g in groups if _text(g["name"]) == self.keys.group)
+        bound = _text(group["last-delivered-id"])
+        if pending and pending.get("pending") and pending.get("min") is not None:
+            oldest = _text(pending["min"])
+            if _id_tuple(oldest) < _id_tuple(bound):
+                bound = oldest
+        if bound == "0-0":
+            return 0
+        return int(self.client.xtrim(self.keys.stream, minid=bound, approximate=False))
+
+    def stream_length(self) -> int:
+        return int(self.client.xlen(self.keys.stream))
+
+    def server_version(self) -> str:
+        return str(self.client.info("server")["redis_version"])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

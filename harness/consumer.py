@@ -1,0 +1,174 @@
+"""The idempotent consumer: read a batch from the stream, apply it in one transaction, then ack.
+
+The order is the whole guarantee. An entry is acknowledged only after the transaction
+that applied it committed, so a crash anywhere before the ack leaves it pending and it
+is delivered again; the store's ``ON CONFLICT DO NOTHING`` turns that redelivery into a
+counted duplicate. Nothing is lost, nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from harness import events, latency
+from harness.broker import Delivery, StreamBroker
+from harness.store import Store
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConsumerConfig:
+    name: str
+    #: events per transaction (entries are read until the batch holds at least this many)
+    batch_size: int = 100
+    #: events per stream entry, to turn ``batch_size`` into an XREADGROUP COUNT
+    entry_size: int = 1
+    block_ms: int = 50
+    #: a peer's entry idle this long is taken over (its consumer is presumed dead)
+    claim_idle_ms: int = 2000
+    reclaim_every_s: float = 0.5
+    trim_every_s: float = 0.5
+    #: counter shard this consumer writes to (strategies other than ``atomic`` use it)
+    shard: int = 0
+    #: fault injection: exit the process, unacknowledged, after this many commits
+    crash_after_commits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.entry_size < 1:
+            raise ValueError("batch_size and entry_size must be ≥ 1")
+
+    @property
+    def read_count(self) -> int:
+        return max(1, -(-self.batch_size // self.entry_size))
+
+
+@dataclasses.dataclass
+class ConsumerStats:
+    """What a consumer did; read by the driver while it runs and when it stops."""
+
+    batches: int = 0
+    received: int = 0
+    unique: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    #: events in entries delivered more than once (own pending after restart, reclaimed)
+    redelivered: int = 0
+    #: wall clock of the last commit (trial duration runs to the latest one)
+    last_commit_ns: int = 0
+    retries: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    histogram: Any = dataclasses.field(default_factory=latency.new)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "received": self.received,
+            "unique": self.unique,
+            "duplicate": self.duplicate,
+            "rejected": self.rejected,
+            "redelivered": self.redelivered,
+            "last_commit_ns": self.last_commit_ns,
+            "retries": dict(self.retries),
+        }
+
+
+class Consumer:
+    def __init__(
+        self,
+        broker: StreamBroker,
+        store: Store,
+        config: ConsumerConfig,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.broker = broker
+        self.store = store
+        self.config = config
+        self.stats = ConsumerStats()
+        self._clock_ns = clock_ns
+        self._monotonic = monotonic
+        self._own_pending_done = False
+        self._next_reclaim = 0.0
+        self._next_trim = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; finishes the batch in hand first."""
+        while not stop.is_set():
+            self.step()
+
+    def step(self) -> int:
+        """Read, apply and acknowledge one batch. Returns how many events it applied."""
+        deliveries = self._next_batch()
+        if not deliveries:
+            return 0
+        return self.apply(deliveries)
+
+    def _next_batch(self) -> list[Delivery]:
+        cfg = self.config
+        if not self._own_pending_done:
+            pending = self.broker.read_own_pending(cfg.name, cfg.read_count)
+            if pending:
+                return pending
+            self._own_pending_done = True
+        now = self._monotonic()
+        if now >= self._next_trim:
+            self._next_trim = now + cfg.trim_every_s
+            self.broker.trim()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + cfg.reclaim_every_s
+            claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.read_count)
+            if claimed:
+                return claimed
+        return self.broker.read(cfg.name, cfg.read_count, cfg.block_ms)
+
+    def apply(self, deliveries: list[Delivery]) -> int:
+        """Apply these entries in one transaction, then acknowledge them."""
+        batch: list[dict[str, Any]] = []
+        weights: list[tuple[int, int]] = []  # (created_ns, events) per entry, for latency
+        good: list[bytes] = []
+        for delivery in deliveries:
+            decoded = self._decode(delivery)
+            if decoded is None:
+                continue
+            batch.extend(decoded)
+            good.append(delivery.entry_id)
+            weights.append((delivery.created_ns, len(decoded)))
+            if delivery.redelivered:
+                self.stats.redelivered += len(decoded)
+        if batch:
+            result = self.store.apply_batch(batch, shard=self.config.shard)
+            committed_ns = self._clock_ns()
+            self._maybe_crash()
+            self.stats.batches += 1
+            self.stats.last_commit_ns = committed_ns
+            self.stats.received += result.received
+            self.stats.unique += result.unique
+            self.stats.duplicate += result.duplicate
+            self.stats.retries.update(result.retries)
+            for created_ns, count in weights:
+                if created_ns and count:
+                    latency.record(self.stats.histogram, (committed_ns - created_ns) // 1000, count)
+        self.broker.ack(good)
+        return len(batch)
+
+    def _decode(self, delivery: Delivery) -> list[dict[str, Any]] | None:
+        """The entry's events, validated; an entry that is not is dead-lettered whole."""
+        try:
+            items = events.decode_many(delivery.payload)
+            return [events.validate(item).to_dict() for item in items]
+        except (events.InvalidEvent, ValueError) as exc:
+            self.broker.dead_letter(delivery, str(exc), consumer=self.config.name)
+            self.stats.rejected += 1
+            return None
+
+    def _maybe_crash(self) -> None:
+        limit = self.config.crash_after_commits
+        if limit is not None and self.stats.batches + 1 >= limit:
+            # Fault injection: die like a killed process would, after the commit and
+            # before the acknowledgement. No cleanup, no exception handlers.
+            os._exit(17)

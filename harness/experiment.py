@@ -1,0 +1,250 @@
+"""Experiments as TOML files: base parameters, sweep axes, repetitions, a seed.
+
+``experiments/NAME.toml``::
+
+    description = "one line for `harness list`"
+    seed = 42
+    repeat = 1
+
+    [params]          # any TrialParams field; the rest keep their defaults
+    consumers = 4
+
+    [sweep]           # the cartesian product of these axes, in this order
+    isolation = ["read_committed", "serializable"]
+    consumers = [1, 2, 4]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.store import Isolation
+
+#: Values each categorical axis accepts today; later axes extend these sets.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "isolation": tuple(i.value for i in Isolation),
+    "counter": ("atomic",),
+    "broker": ("stream",),
+    "ingress": ("redis",),
+    "fault": ("none",),
+}
+
+
+class ExperimentError(ValueError):
+    """The experiment file or an override is not valid."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrialParams:
+    """Everything that defines one trial. Every field can be swept or ``--set``."""
+
+    publishers: int = 2
+    consumers: int = 4
+    events: int = 20_000
+    duplicate_rate: float = 0.3
+    topics: int = 10
+    payload_bytes: int = 100
+    #: events per consumer transaction
+    batch_size: int = 100
+    #: events per stream entry
+    entry_size: int = 1
+    isolation: str = "read_committed"
+    counter: str = "atomic"
+    broker: str = "stream"
+    ingress: str = "redis"
+    fault: str = "none"
+    #: stream entries per pipelined XADD round trip
+    publish_pipeline: int = 100
+    #: publishers pause while the stream holds more entries than this (0: never)
+    max_backlog: int = 0
+    #: a consumer's entries idle this long are taken over by its peers
+    claim_idle_ms: int = 2000
+    #: a trial not drained by then fails
+    timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("publishers", "consumers", "batch_size", "entry_size", "topics",
+                     "publish_pipeline"):
+            if getattr(self, name) < 1:
+                raise ExperimentError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("events", "payload_bytes", "max_backlog", "claim_idle_ms"):
+            if getattr(self, name) < 0:
+                raise ExperimentError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not 0 <= self.duplicate_rate < 1:
+            raise ExperimentError(f"duplicate_rate must be in [0, 1), got {self.duplicate_rate}")
+        if self.timeout_s <= 0:
+            raise ExperimentError(f"timeout_s must be > 0, got {self.timeout_s}")
+        try:
+            object.__setattr__(self, "isolation", Isolation.parse(self.isolation).value)
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from None
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ExperimentError(
+                    f"{name} = {getattr(self, name)!r} is not supported; choose one of "
+                    + ", ".join(allowed)
+                )
+
+    def digest(self, seed: int) -> str:
+        """A short stable hash of the resolved parameters and seed (identifies a trial)."""
+        blob = json.dumps({**dataclasses.asdict(self), "seed": seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrialParams)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    index: int
+    repeat: int
+    seed: int
+    params: TrialParams
+
+    @property
+    def trial_id(self) -> str:
+        return self.params.digest(self.seed)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Experiment:
+    name: str
+    description: str = ""
+    seed: int = 0
+    repeat: int = 1
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    sweep: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1:
+            raise ExperimentError(f"repeat must be ≥ 1, got {self.repeat}")
+        if self.seed < 0:
+            raise ExperimentError(f"seed must be ≥ 0, got {self.seed}")
+        for key in [*self.params, *self.sweep]:
+            if key not in FIELDS:
+                raise ExperimentError(
+                    f"unknown parameter {key!r}; known: {', '.join(sorted(FIELDS))}"
+                )
+        for key, values in self.sweep.items():
+            if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+                raise ExperimentError(f"sweep axis {key!r} must be a non-empty list")
+        list(self.trials())  # validate every combination now, not mid-run
+
+    def trials(self) -> Iterator[Trial]:
+        """The cartesian product of the sweep axes, each repeated ``repeat`` times."""
+        axes = list(self.sweep.items())
+        index = 0
+        for combo in itertools.product(*(values for _, values in axes)):
+            values = {**self.params, **dict(zip((k for k, _ in axes), combo, strict=True))}
+            params = TrialParams(**{k: coerce(k, v) for k, v in values.items()})
+            for r in range(self.repeat):
+                yield Trial(index=index, repeat=r, seed=self.seed + r, params=params)
+                index += 1
+
+    def with_overrides(self, assignments: Sequence[str]) -> Experiment:
+        """Apply ``key=value`` overrides; ``key=a,b,c`` makes ``key`` a sweep axis."""
+        params, sweep = dict(self.params), dict(self.sweep)
+        top: dict[str, Any] = {}
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ExperimentError(f"--set needs key=value, got {assignment!r}")
+            if key in ("seed", "repeat"):
+                top[key] = _int(key, raw)
+            elif key not in FIELDS:
+                raise ExperimentError(
+                    f"unknown parameter {key!r}; known: seed, repeat, {', '.join(sorted(FIELDS))}"
+                )
+            elif "," in raw:
+                sweep[key] = [coerce(key, v.strip()) for v in raw.split(",") if v.strip()]
+                params.pop(key, None)
+            else:
+                params[key] = coerce(key, raw.strip())
+                sweep.pop(key, None)
+        return dataclasses.replace(self, params=params, sweep=sweep, **top)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "repeat": self.repeat,
+            "params": dict(self.params),
+            "sweep": {k: list(v) for k, v in self.sweep.items()},
+        }
+
+
+def _int(key: str, raw: Any) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ExperimentError(f"{key} must be a whole number, got {raw!r}") from None
+
+
+def coerce(key: str, raw: Any) -> Any:
+    """A parameter value of the field's type, from TOML or from a ``--set`` string."""
+    kind = FIELDS[key].type
+    if kind in ("int", int):
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        if isinstance(raw, bool) or (not isinstance(raw, int) and not isinstance(raw, str)):
+            raise ExperimentError(f"{key} must be a whole number, got {raw!r}")
+        try:
+            return int(str(raw).replace("_", ""))
+        except ValueError:
+            raise ExperimentError(f"{key} must be a whole number, got {raw!r}") from None
+    if kind in ("float", float):
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ExperimentError(f"{key} must be a number, got {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ExperimentError(f"{key} must be a string, got {raw!r}")
+    return raw
+
+
+def load(path: Path) -> Experiment:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ExperimentError(f"no experiment file {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ExperimentError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"description", "seed", "repeat", "params", "sweep"}
+    if unknown:
+        raise ExperimentError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    try:
+        return Experiment(
+            name=path.stem,
+            description=str(data.get("description", "")),
+            seed=_int("seed", data.get("seed", 0)),
+            repeat=_int("repeat", data.get("repeat", 1)),
+            params=data.get("params", {}),
+            sweep=data.get("sweep", {}),
+        )
+    except ExperimentError as exc:
+        raise ExperimentError(f"{path}: {exc}") from None
+
+
+def find(name: str, directory: Path) -> Path:
+    """``NAME`` in ``directory``, or a path given directly."""
+    candidate = Path(name)
+    if candidate.suffix == ".toml" and candidate.exists():
+        return candidate
+    path = directory / f"{name}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) or "none"
+        raise ExperimentError(f"no experiment named {name!r} in {directory}/ (known: {known})")
+    return path
+
+
+def available(directory: Path) -> list[Experiment]:
+    return [load(p) for p in sorted(directory.glob("*.toml"))]

@@ -1,0 +1,98 @@
+"""What the user sees while a run goes: a live line per trial, a summary table at the end."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from harness.experiment import Trial
+from harness.results import TrialResult
+from harness.runner import Sample
+
+
+def describe(trial: Trial, varying: Sequence[str]) -> str:
+    p = trial.params
+    shown = varying or ("publishers", "consumers", "isolation", "batch_size")
+    parts = [f"{name}={getattr(p, name)}" for name in shown]
+    if trial.repeat:
+        parts.append(f"repeat={trial.repeat}")
+    return " ".join(parts)
+
+
+class LiveProgress:
+    """A rich live line while each trial runs; one printed line when it ends."""
+
+    def __init__(self, console: Console, varying: Sequence[str] = ()) -> None:
+        self.console = console
+        self.varying = tuple(varying)
+        self._live: Live | None = None
+        self._label = ""
+        self._last: Sample | None = None
+        self._rate_from: Sample | None = None
+
+    def trial_started(self, trial: Trial, position: int, total: int) -> None:
+        self._label = f"[{position}/{total}] {describe(trial, self.varying)}"
+        self._last = self._rate_from = None
+        self._live = Live(Text(f"{self._label}  starting…"), console=self.console,
+                          refresh_per_second=8, transient=True)
+        self._live.start()
+
+    def update(self, sample: Sample) -> None:
+        base = self._rate_from
+        if base is None or sample.elapsed_s - base.elapsed_s > 2.0:
+            self._rate_from = base = self._last or sample
+        span = sample.elapsed_s - base.elapsed_s
+        pub_rate = (sample.published - base.published) / span if span > 0 else 0.0
+        com_rate = (sample.committed - base.committed) / span if span > 0 else 0.0
+        self._last = sample
+        if self._live is not None:
+            self._live.update(Text(
+                f"{self._label}  {sample.elapsed_s:5.1f}s  published {sample.published:,} "
+                f"({pub_rate:,.0f}/s)  committed {sample.committed:,} ({com_rate:,.0f}/s)  "
+                f"backlog {sample.backlog:,}  retries {sample.retries:,}"
+            ))
+
+    def trial_finished(self, result: TrialResult) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if result.invariant_ok:
+            verdict = "[green]invariants hold[/green]"
+        else:
+            verdict = "[bold red]FAILED[/bold red]: " + (
+                result.error or "; ".join(result.violations)
+            )
+        self.console.print(
+            f"{self._label}  {result.events_published:,} events in {result.duration_s:.2f}s "
+            f"= {result.throughput_eps:,.0f} events/s, p99 {_ms(result.latency_p99_ms)}  {verdict}",
+            highlight=False,
+        )
+
+
+def _ms(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:,.1f} ms"
+
+
+def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Table:
+    table = Table(title="Trials", show_lines=False)
+    columns = list(varying) or ["publishers", "consumers", "isolation", "batch_size"]
+    for name in columns:
+        table.add_column(name)
+    for name in ("events", "received", "unique", "duplicate", "rows", "lost", "twice",
+                 "events/s", "p50", "p99", "retries", "invariants"):
+        table.add_column(name, justify="right")
+    for r in results:
+        ok = "[green]hold[/green]" if r.invariant_ok else "[red]FAIL[/red]"
+        table.add_row(
+            *(str(getattr(r.trial.params, c)) for c in columns),
+            f"{r.events_published:,}", f"{r.received:,}", f"{r.unique_processed:,}",
+            f"{r.duplicate_dropped:,}", f"{r.db_rows:,}", str(r.lost), str(r.double_applied),
+            f"{r.throughput_eps:,.0f}", _ms(r.latency_p50_ms), _ms(r.latency_p99_ms),
+            str(r.retries), ok,
+        )
+    return table

@@ -1,0 +1,157 @@
+"""Trial results: one frozen record per trial, ``trials.csv`` and ``meta.json`` on disk.
+
+``load(path)`` is the public way to read a run back (notebooks, plots, reports).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.experiment import Trial
+
+#: Bumped when the columns or meta.json change meaning.
+RESULTS_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrialResult:
+    trial: Trial
+    events_published: int
+    expected_unique: int
+    received: int
+    unique_processed: int
+    duplicate_dropped: int
+    db_rows: int
+    lost: int
+    unexpected: int
+    double_applied: int
+    redelivered: int
+    rejected: int
+    duration_s: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    retries: int
+    serialization_failures: int
+    deadlocks: int
+    connection_retries: int
+    #: broken invariants, one line each; empty when the trial holds
+    violations: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def invariant_ok(self) -> bool:
+        return not self.violations and self.error is None
+
+    @property
+    def throughput_eps(self) -> float:
+        return self.events_published / self.duration_s if self.duration_s > 0 else math.nan
+
+    def row(self) -> dict[str, Any]:
+        p = self.trial.params
+        return {
+            "trial": self.trial.index,
+            "trial_id": self.trial.trial_id,
+            "repeat": self.trial.repeat,
+            "seed": self.trial.seed,
+            **dataclasses.asdict(p),
+            "events_published": self.events_published,
+            "expected_unique": self.expected_unique,
+            "received": self.received,
+            "unique_processed": self.unique_processed,
+            "duplicate_dropped": self.duplicate_dropped,
+            "db_rows": self.db_rows,
+            "lost": self.lost,
+            "unexpected": self.unexpected,
+            "double_applied": self.double_applied,
+            "redelivered": self.redelivered,
+            "rejected": self.rejected,
+            "invariant_ok": self.invariant_ok,
+            "duration_s": round(self.duration_s, 4),
+            "throughput_eps": round(self.throughput_eps, 1),
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+            "latency_p99_ms": self.latency_p99_ms,
+            "latency_max_ms": self.latency_max_ms,
+            "retries": self.retries,
+            "serialization_failures": self.serialization_failures,
+            "deadlocks": self.deadlocks,
+            "connection_retries": self.connection_retries,
+            "violations": " | ".join(self.violations),
+            "error": self.error or "",
+        }
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class RunWriter:
+    """Writes one run's folder as it goes: a row per finished trial, meta at start and end."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=False)
+        self.meta = {"results_format": RESULTS_FORMAT, "started": now_iso(), **meta}
+        self._write_meta()
+        self._csv = directory / "trials.csv"
+        self._timeseries = directory / "timeseries.csv"
+        self._columns: list[str] | None = None
+
+    def add(self, result: TrialResult, timeseries: list[dict[str, Any]]) -> None:
+        row = result.row()
+        new = self._columns is None
+        if new:
+            self._columns = list(row)
+        with self._csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if timeseries:
+            first = not self._timeseries.exists()
+            with self._timeseries.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["trial", *timeseries[0]])
+                if first:
+                    writer.writeheader()
+                for sample in timeseries:
+                    writer.writerow({"trial": result.trial.index, **sample})
+
+    def finish(self, **extra: Any) -> None:
+        self.meta.update(extra, finished=now_iso())
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run read back from disk."""
+
+    path: Path
+    meta: dict[str, Any]
+    trials: Any  # pandas.DataFrame
+    timeseries: Any  # pandas.DataFrame (empty when none was recorded)
+
+
+def load(path: str | Path) -> Run:
+    """Read a run folder (``results/<experiment>/<run_id>``) into pandas frames."""
+    import pandas as pd
+
+    path = Path(path)
+    meta_file, csv_file = path / "meta.json", path / "trials.csv"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{path} is not a run folder (no meta.json)")
+    meta = json.loads(meta_file.read_text())
+    trials = pd.read_csv(csv_file) if csv_file.exists() else pd.DataFrame()
+    ts_file = path / "timeseries.csv"
+    timeseries = pd.read_csv(ts_file) if ts_file.exists() else pd.DataFrame()
+    return Run(path=path, meta=meta, trials=trials, timeseries=timeseries)

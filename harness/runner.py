@@ -1,0 +1,249 @@
+"""Runs trials: reset → start consumers → publish → drain → verify → record.
+
+The driver only orchestrates. Actors publish and consume by themselves; the driver
+polls their counters a few times a second for the live line and the time series, and
+learns when the stream is drained from Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import ray
+from ray.exceptions import RayActorError
+
+from harness import broker as broker_mod
+from harness import invariants, latency
+from harness.actors import ConsumerActor, PublisherActor
+from harness.config import Settings
+from harness.consumer import ConsumerConfig
+from harness.experiment import Trial
+from harness.generator import Generator, Workload
+from harness.keys import Keys
+from harness.publisher import PublishPlan
+from harness.results import TrialResult
+from harness.retry import DEADLOCK_DETECTED, SERIALIZATION_FAILURE
+from harness.store import Store, Verification
+
+POLL_S = 0.1
+SAMPLE_S = 1.0
+
+
+class TrialError(RuntimeError):
+    """The trial could not run to its end."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One look at a running trial."""
+
+    elapsed_s: float
+    published: int
+    committed: int
+    retries: int
+    consumers_alive: int
+
+    @property
+    def backlog(self) -> int:
+        return max(0, self.published - self.committed)
+
+
+class Progress(Protocol):
+    def trial_started(self, trial: Trial, position: int, total: int) -> None: ...
+    def update(self, sample: Sample) -> None: ...
+    def trial_finished(self, result: TrialResult) -> None: ...
+
+
+class NoProgress:
+    def trial_started(self, trial: Trial, position: int, total: int) -> None:
+        pass
+
+    def update(self, sample: Sample) -> None:
+        pass
+
+    def trial_finished(self, result: TrialResult) -> None:
+        pass
+
+
+class Runner:
+    """Keeps the actors and the connections of one run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.progress = progress or NoProgress()
+        self._clock = clock
+        self.store = Store(settings.pg_dsn, schema=settings.pg_schema)
+        self.store.create_schema()
+        self.keys = Keys(settings.key_prefix)
+        self.broker = broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), self.keys)
+        self._consumers: list[Any] = []
+        self._publishers: list[Any] = []
+
+    def close(self) -> None:
+        for actor in [*self._consumers, *self._publishers]:
+            ray.kill(actor)
+        self._consumers.clear()
+        self._publishers.clear()
+        self.broker.client.delete(*self.keys.all())
+        self.broker.client.close()
+        self.store.close()
+
+    def _actors(self, pool: list[Any], cls: Any, n: int) -> list[Any]:
+        while len(pool) < n:
+            pool.append(cls.options(scheduling_strategy="SPREAD").remote(self.settings))
+        return pool[:n]
+
+    def run(
+        self, trial: Trial, *, position: int = 1, total: int = 1
+    ) -> tuple[TrialResult, list[dict[str, Any]]]:
+        """One trial, verified. Errors become a failed result, not an exception."""
+        self.progress.trial_started(trial, position, total)
+        p = trial.params
+        workload = Workload(
+            events=p.events, duplicate_rate=p.duplicate_rate, topics=p.topics,
+            payload_bytes=p.payload_bytes, seed=trial.seed,
+        )
+        generator = Generator(workload)
+        timeseries: list[dict[str, Any]] = []
+        try:
+            outcome = self._execute(trial, workload, timeseries)
+            error = None
+        except TrialError as exc:
+            outcome, error = None, str(exc)
+        result = self._verify(trial, generator, outcome, error)
+        self.progress.trial_finished(result)
+        return result, timeseries
+
+    def _execute(
+        self, trial: Trial, workload: Workload, timeseries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        p = trial.params
+        self.store.reset()
+        self.broker.reset()
+        consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
+        publishers = self._actors(self._publishers, PublisherActor, p.publishers)
+        ray.get([
+            c.start.remote(
+                ConsumerConfig(
+                    name=f"consumer-{i}", batch_size=p.batch_size, entry_size=p.entry_size,
+                    claim_idle_ms=p.claim_idle_ms,
+                ),
+                p.isolation,
+                self.keys.prefix,
+            )
+            for i, c in enumerate(consumers)
+        ])
+        plans = PublishPlan.split(
+            workload, p.publishers, entry_size=p.entry_size, pipeline=p.publish_pipeline,
+            max_backlog=p.max_backlog,
+        )
+        started = self._clock()
+        ray.get([pub.start.remote(plan, self.keys.prefix) for pub, plan in zip(publishers, plans, strict=True)])
+
+        alive = dict(enumerate(consumers))
+        last_sample = started
+        while True:
+            time.sleep(POLL_S)
+            now = self._clock()
+            pubs = ray.get([pub.progress.remote() for pub in publishers])
+            cons = self._poll_consumers(alive)
+            for report in [*pubs, *cons.values()]:
+                if report["error"]:
+                    raise TrialError(report["error"].strip().splitlines()[-1])
+            if not alive:
+                raise TrialError("every consumer died")
+            sample = Sample(
+                elapsed_s=now - started,
+                published=sum(r["events"] for r in pubs),
+                committed=sum(r["received"] for r in cons.values()),
+                retries=sum(sum(r["retries"].values()) for r in cons.values()),
+                consumers_alive=len(alive),
+            )
+            self.progress.update(sample)
+            if now - last_sample >= SAMPLE_S:
+                last_sample = now
+                timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
+            if not any(r["running"] for r in pubs) and self.broker.backlog().drained:
+                break
+            if now - started > p.timeout_s:
+                raise TrialError(f"not drained after {p.timeout_s:g} s: {self.broker.backlog()}")
+
+        reports = ray.get([alive[i].stop.remote() for i in sorted(alive)])
+        pub_reports = ray.get([pub.stop.remote() for pub in publishers])
+        # Dead consumers are replaced before the next trial.
+        for i, c in enumerate(consumers):
+            if i not in alive:
+                self._consumers[self._consumers.index(c)] = ConsumerActor.options(
+                    scheduling_strategy="SPREAD").remote(self.settings)
+        first_ns = min((r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0)
+        last_ns = max((r["last_commit_ns"] for r in reports), default=0)
+        return {
+            "consumers": reports,
+            "published": sum(r["events"] for r in pub_reports),
+            "duration_s": (last_ns - first_ns) / 1e9 if last_ns and first_ns else self._clock() - started,
+            "consumers_died": p.consumers - len(alive),
+        }
+
+    def _poll_consumers(self, alive: dict[int, Any]) -> dict[int, dict[str, Any]]:
+        refs = {i: actor.progress.remote() for i, actor in alive.items()}
+        reports = {}
+        for i, ref in refs.items():
+            try:
+                reports[i] = ray.get(ref)
+            except RayActorError:
+                del alive[i]  # its pending entries are reclaimed by its peers
+        return reports
+
+    def _verify(
+        self, trial: Trial, generator: Generator, outcome: dict[str, Any] | None, error: str | None
+    ) -> TrialResult:
+        counters = self.store.counters()
+        stored = self.store.verify(generator.expected_keys()) if outcome else Verification(0, 0, 0, 0)
+        reports = outcome["consumers"] if outcome else []
+        retries: dict[str, int] = {}
+        for r in reports:
+            for state, n in r["retries"].items():
+                retries[state] = retries.get(state, 0) + n
+        redelivered = sum(r["redelivered"] for r in reports)
+        published = outcome["published"] if outcome else 0
+        violations: tuple[str, ...] = ()
+        if outcome:
+            if published != generator.total:
+                error = f"publishers sent {published} events, the workload has {generator.total}"
+            evidence = invariants.Evidence(
+                published=generator.total, expected_unique=generator.expected_unique,
+                counters=counters, stored=stored, redelivered=redelivered,
+            )
+            violations = tuple(invariants.check(evidence))
+        hist = latency.merge(r["histogram"] for r in reports)
+        return TrialResult(
+            trial=trial,
+            events_published=published,
+            expected_unique=generator.expected_unique,
+            received=counters.received,
+            unique_processed=counters.unique_processed,
+            duplicate_dropped=counters.duplicate_dropped,
+            db_rows=stored.rows,
+            lost=stored.lost,
+            unexpected=stored.unexpected,
+            double_applied=stored.rows - stored.distinct_keys,
+            redelivered=redelivered,
+            rejected=sum(r["rejected"] for r in reports),
+            duration_s=outcome["duration_s"] if outcome else 0.0,
+            **latency.summary_ms(hist),
+            retries=sum(retries.values()),
+            serialization_failures=retries.get(SERIALIZATION_FAILURE, 0),
+            deadlocks=retries.get(DEADLOCK_DETECTED, 0),
+            connection_retries=retries.get("connection", 0),
+            violations=violations,
+            error=error,
+        )
