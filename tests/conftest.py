@@ -1,0 +1,91 @@
+"""Shared fixtures. Every test that touches a service gets its own PostgreSQL schema and its
+own Redis key prefix, and removes them afterwards, so tests never share state with each
+other or with a user's data."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from harness import broker as broker_mod
+from harness import services
+from harness.config import Settings
+from harness.keys import Keys
+from harness.store import Store
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def live_services(base_settings: Settings) -> dict[str, str]:
+    """Server versions; fails every test that needs them, with the reason, when one is down."""
+    try:
+        return services.check(base_settings)
+    except services.ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def settings(base_settings: Settings, live_services: dict[str, str]) -> Iterator[Settings]:
+    """Settings with a schema and key prefix of this test's own; both removed afterwards."""
+    tag = uuid.uuid4().hex[:10]
+    mine = Settings.from_env(
+        pg_dsn=base_settings.pg_dsn, redis_url=base_settings.redis_url,
+        pg_schema=f"test_{tag}", key_prefix=f"harness-test:{tag}",
+    )
+    yield mine
+    with Store(mine.pg_dsn, schema=mine.pg_schema) as store:
+        store.drop_schema()
+    client = broker_mod.connect(mine.redis_url)
+    keys = list(client.scan_iter(match=f"{mine.key_prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def make_store(settings: Settings) -> Iterator[Callable[..., Store]]:
+    """``make_store(isolation=…)``: a Store on this test's schema, created on first use."""
+    stores: list[Store] = []
+
+    def create(**kwargs: object) -> Store:
+        store = Store(settings.pg_dsn, schema=settings.pg_schema, **kwargs)  # type: ignore[arg-type]
+        if not stores:
+            store.create_schema()
+        stores.append(store)
+        return store
+
+    yield create
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Store]) -> Store:
+    return make_store()
+
+
+@pytest.fixture
+def make_broker(settings: Settings) -> Iterator[Callable[[], broker_mod.StreamBroker]]:
+    brokers: list[broker_mod.StreamBroker] = []
+
+    def create() -> broker_mod.StreamBroker:
+        b = broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), Keys(settings.key_prefix))
+        if not brokers:
+            b.reset()
+        brokers.append(b)
+        return b
+
+    yield create
+    for b in brokers:
+        b.client.close()
+
+
+@pytest.fixture
+def broker(make_broker: Callable[[], broker_mod.StreamBroker]) -> broker_mod.StreamBroker:
+    return make_broker()

@@ -1,0 +1,144 @@
+"""At-least-once delivery on real Redis Streams, with the consumer applying to real PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from harness import broker as broker_mod
+from harness.broker import StreamBroker
+from harness.config import Settings
+from harness.consumer import Consumer, ConsumerConfig
+from harness.generator import Generator, Workload
+from harness.keys import Keys
+from harness.publisher import Publisher, PublishPlan
+from harness.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def _publish(broker: StreamBroker, workload: Workload, entry_size: int = 1) -> None:
+    (plan,) = PublishPlan.split(workload, 1, entry_size=entry_size, pipeline=50)
+    stats = Publisher(broker).run(plan)
+    assert stats.events == workload.events
+
+
+def _drain(consumer: Consumer, broker: StreamBroker, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not broker.backlog().drained:
+        consumer.step()
+        assert time.monotonic() < deadline, broker.backlog()
+
+
+def test_pending_entries_survive_until_acknowledged(broker: StreamBroker) -> None:
+    broker.publish([(b"[]", 0)] * 5)
+    first = broker.read("a", 3, 10)
+    assert len(first) == 3
+    # not acknowledged: a restarted "a" gets them back, nobody else gets them as new
+    assert [d.entry_id for d in broker.read_own_pending("a", 10)] == [d.entry_id for d in first]
+    assert all(d.redelivered for d in broker.read_own_pending("a", 10))
+    assert len(broker.read("b", 10, 10)) == 2
+    broker.ack([d.entry_id for d in first])
+    assert broker.read_own_pending("a", 10) == []
+
+
+def test_reclaim_takes_over_only_idle_entries(broker: StreamBroker) -> None:
+    broker.publish([(b"[]", 0)] * 4)
+    held = broker.read("dead", 4, 10)
+    assert broker.reclaim("peer", 60_000, 10) == []  # not idle long enough yet
+    time.sleep(0.05)
+    claimed = broker.reclaim("peer", 20, 10)
+    assert sorted(d.entry_id for d in claimed) == sorted(d.entry_id for d in held)
+
+
+def test_trim_keeps_every_entry_still_needed(broker: StreamBroker) -> None:
+    broker.publish([(b"[]", 0)] * 10)
+    got = broker.read("a", 6, 10)  # 6 delivered, 4 undelivered
+    broker.ack([d.entry_id for d in got[1:]])  # the first stays pending
+    broker.trim()
+    assert broker.stream_length() == 10  # nothing below the oldest pending entry goes
+    broker.ack([got[0].entry_id])
+    broker.trim()
+    # delivered and acknowledged entries are gone, except the last delivered one, which
+    # bounds the trim; the 4 undelivered entries stay
+    assert broker.stream_length() == 5
+    assert len(broker.read("b", 10, 10)) == 4
+
+
+def test_consumers_apply_a_stream_exactly_once(
+    broker: StreamBroker, make_store: Callable[..., Store]
+) -> None:
+    workload = Workload(events=5000, duplicate_rate=0.3, topics=10, seed=3)
+    _publish(broker, workload, entry_size=7)
+    consumer = Consumer(broker, make_store(), ConsumerConfig(name="c", batch_size=300, entry_size=7))
+    _drain(consumer, broker)
+    gen = Generator(workload)
+    counters = consumer.store.counters()
+    assert counters.received == workload.events
+    assert counters.unique_processed == gen.expected_unique
+    assert consumer.stats.histogram.get_total_count() == workload.events
+    assert consumer.store.verify(gen.expected_keys()).lost == 0
+
+
+def test_an_invalid_entry_is_dead_lettered_and_the_rest_stored(
+    broker: StreamBroker, store: Store
+) -> None:
+    good = Generator(Workload(events=3, duplicate_rate=0, topics=1, seed=1))
+    bad = {"topic": "", "event_id": "x", "timestamp": "2025-12-17T10:00:00Z", "source": "s",
+           "payload": {}}
+    broker.publish([
+        (orjson.dumps(list(good.events())), 3), (orjson.dumps([bad]), 1), (b"not json", 1),
+    ])
+    consumer = Consumer(broker, store, ConsumerConfig(name="c", batch_size=10))
+    _drain(consumer, broker)
+    assert store.counters().unique_processed == 3
+    letters = broker.dead_letters()
+    assert len(letters) == 2
+    reasons = sorted(fields[b"reason"].decode() for _, fields in letters)
+    assert reasons[1].startswith("topic: must not be empty")
+    assert consumer.stats.rejected == 2
+
+
+def _consume_then_die(settings: Settings) -> None:
+    """Child process: apply one batch, commit it, and exit hard before acknowledging."""
+    broker = StreamBroker(broker_mod.connect(settings.redis_url), Keys(settings.key_prefix))
+    store = Store(settings.pg_dsn, schema=settings.pg_schema)
+    config = ConsumerConfig(name="doomed", batch_size=100, crash_after_commits=1)
+    Consumer(broker, store, config).run(threading.Event())
+
+
+def test_consumer_killed_between_commit_and_ack_loses_nothing(
+    settings: Settings, broker: StreamBroker, make_store: Callable[..., Store]
+) -> None:
+    """A real process dies right after its commit; the entries it held stay pending, a
+    peer reclaims and re-applies them, and the re-application is counted as duplicates."""
+    store = make_store()
+    workload = Workload(events=1000, duplicate_rate=0.3, topics=4, seed=9)
+    _publish(broker, workload)
+
+    child = multiprocessing.get_context("spawn").Process(target=_consume_then_die, args=(settings,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 17  # died by the fault hook, after its commit
+
+    after_crash = store.counters()
+    assert after_crash.received == 100  # its batch committed…
+    assert broker.backlog().pending == 100  # …but was never acknowledged
+
+    peer = Consumer(broker, store, ConsumerConfig(name="peer", batch_size=100, claim_idle_ms=50))
+    time.sleep(0.1)
+    _drain(peer, broker)
+
+    gen = Generator(workload)
+    counters = store.counters()
+    assert peer.stats.redelivered == 100
+    assert counters.received == workload.events + 100  # the redelivery is counted…
+    assert counters.unique_processed == gen.expected_unique  # …but stored only once
+    assert counters.duplicate_dropped == counters.received - counters.unique_processed
+    check = store.verify(gen.expected_keys())
+    assert (check.rows, check.lost, check.unexpected) == (gen.expected_unique, 0, 0)
