@@ -67,7 +67,7 @@ class ConsumerActor:
     def start(self, config: ConsumerConfig, isolation: str, prefix: str) -> str:
         """Connect, then consume on a thread. Returns the node it runs on."""
         store = Store(self.settings.pg_dsn, schema=self.settings.pg_schema, isolation=isolation)
-        store.conn  # connect now, so the trial starts with every consumer ready
+        store.connect()  # now, so the trial starts with every consumer ready
         client = broker_mod.connect(self.settings.redis_url)
         client.ping()
         self.consumer = Consumer(broker_mod.StreamBroker(client, Keys(prefix)), store, config)

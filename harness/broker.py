@@ -98,7 +98,9 @@ class StreamBroker:
 
     # -- publishing -------------------------------------------------------------------
 
-    def publish(self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None) -> int:
+    def publish(
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
+    ) -> int:
         """XADD each ``(encoded events, count)`` in one pipelined round trip."""
         stamp = str(time.time_ns() if created_ns is None else created_ns).encode()
         pipe = self.client.pipeline(transaction=False)
@@ -159,20 +161,18 @@ class StreamBroker:
     def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
         """Keep an entry that cannot be applied, with why, and acknowledge it."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(
-            self.keys.dead_letter,
-            {
-                b"entry_id": delivery.entry_id,
-                b"reason": reason.encode("utf-8", "replace"),
-                b"consumer": consumer.encode(),
-                **delivery.fields,
-            },
-        )
+        record: dict[Any, Any] = {
+            **delivery.fields,
+            b"entry_id": delivery.entry_id,
+            b"reason": reason.encode("utf-8", "replace"),
+            b"consumer": consumer.encode(),
+        }
+        pipe.xadd(self.keys.dead_letter, record)
         pipe.xack(self.keys.stream, self.keys.group, delivery.entry_id)
         pipe.execute()
 
     def dead_letters(self, count: int = 100) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        return list(self.client.xrange(self.keys.dead_letter, count=count))
+        return list(self.client.xrange(self.keys.dead_letter, count=count) or [])  # type: ignore[arg-type]
 
     # -- bookkeeping ------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 from collections.abc import Sequence
@@ -45,8 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment's sweep and write its results")
     run.add_argument("name", help="experiment name (experiments/NAME.toml) or a .toml path")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter; KEY=a,b,c sweeps it (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter; KEY=a,b,c sweeps it (repeatable)",
+    )
     run.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
     run.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
     run.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
@@ -69,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args, console)
         return _run(args, console)
     except experiment.ExperimentError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
+        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
     except services.ServiceUnavailable as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}")
+        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
 
 
@@ -80,15 +87,20 @@ def _list(args: argparse.Namespace, console: Console) -> int:
     directory = _experiments_dir(args.experiments)
     for exp in experiment.available(directory):
         n = sum(1 for _ in exp.trials())
-        console.print(f"[bold]{exp.name:<12}[/bold] {n:>3} trial{'s' if n != 1 else ' '}  "
-                      f"{exp.description}")
+        console.print(
+            f"[bold]{exp.name:<12}[/bold] {n:>3} trial{'s' if n != 1 else ' '}  {exp.description}"
+        )
     return EXIT_OK
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
-        pg_dsn=args.pg_dsn, redis_url=args.redis_url, pg_schema=args.pg_schema,
-        key_prefix=args.key_prefix, ray_address=args.ray_address, ray_tmpdir=args.ray_tmpdir,
+        pg_dsn=args.pg_dsn,
+        redis_url=args.redis_url,
+        pg_schema=args.pg_schema,
+        key_prefix=args.key_prefix,
+        ray_address=args.ray_address,
+        ray_tmpdir=args.ray_tmpdir,
         results_dir=getattr(args, "out", None),
     )
 
@@ -112,21 +124,31 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"[bold]{exp.name}[/bold]: {len(trials)} trial{'s' if len(trials) != 1 else ''} → {out}"
     )
-    writer = results.RunWriter(out, {
-        "experiment": exp.to_dict(),
-        "resolved_trials": [
-            {"trial": t.index, "trial_id": t.trial_id, "repeat": t.repeat, "seed": t.seed}
-            for t in trials
-        ],
-        "settings": {
-            "pg_dsn": services._redact(settings.pg_dsn),
-            "redis_url": services._redact(settings.redis_url),
-            "pg_schema": settings.pg_schema, "key_prefix": settings.key_prefix,
+    writer = results.RunWriter(
+        out,
+        {
+            "experiment": exp.to_dict(),
+            "resolved_trials": [
+                {
+                    "trial": t.index,
+                    "trial_id": t.trial_id,
+                    "repeat": t.repeat,
+                    "seed": t.seed,
+                    "params": dataclasses.asdict(t.params),
+                }
+                for t in trials
+            ],
+            "settings": {
+                "pg_dsn": services.redact(settings.pg_dsn),
+                "redis_url": services.redact(settings.redis_url),
+                "pg_schema": settings.pg_schema,
+                "key_prefix": settings.key_prefix,
+            },
+            "servers": versions,
+            "environment": environment.describe(),
+            "argv": sys.argv,
         },
-        "servers": versions,
-        "environment": environment.describe(),
-        "argv": sys.argv,
-    })
+    )
     with console.status("starting Ray…"):
         ray_facts = cluster.init(settings)
     live = progress.LiveProgress(console, varying) if not args.quiet else None
@@ -151,7 +173,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted[/yellow]: the trials finished so far are written")
         return EXIT_INTERRUPTED
     if failed:
-        console.print(f"[bold red]{len(failed)} of {len(finished)} trials broke an invariant[/bold red]")
+        console.print(
+            f"[bold red]{len(failed)} of {len(finished)} trials broke an invariant[/bold red]"
+        )
         return EXIT_FAILED_TRIAL
     console.print(f"[green]all {len(finished)} trials hold every invariant[/green]")
     return EXIT_OK

@@ -70,8 +70,14 @@ class TrialParams:
     timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
-        for name in ("publishers", "consumers", "batch_size", "entry_size", "topics",
-                     "publish_pipeline"):
+        for name in (
+            "publishers",
+            "consumers",
+            "batch_size",
+            "entry_size",
+            "topics",
+            "publish_pipeline",
+        ):
             if getattr(self, name) < 1:
                 raise ExperimentError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("events", "payload_bytes", "max_backlog", "claim_idle_ms"):

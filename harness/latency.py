@@ -36,8 +36,12 @@ def summary_ms(hist: HdrHistogram) -> dict[str, float]:
     """p50, p95, p99 and max in milliseconds (NaN when nothing was recorded)."""
     if hist.get_total_count() == 0:
         nan = float("nan")
-        return {"latency_p50_ms": nan, "latency_p95_ms": nan, "latency_p99_ms": nan,
-                "latency_max_ms": nan}
+        return {
+            "latency_p50_ms": nan,
+            "latency_p95_ms": nan,
+            "latency_p99_ms": nan,
+            "latency_max_ms": nan,
+        }
     return {
         "latency_p50_ms": hist.get_value_at_percentile(50) / 1000,
         "latency_p95_ms": hist.get_value_at_percentile(95) / 1000,

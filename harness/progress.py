@@ -38,8 +38,12 @@ class LiveProgress:
     def trial_started(self, trial: Trial, position: int, total: int) -> None:
         self._label = f"[{position}/{total}] {describe(trial, self.varying)}"
         self._last = self._rate_from = None
-        self._live = Live(Text(f"{self._label}  starting…"), console=self.console,
-                          refresh_per_second=8, transient=True)
+        self._live = Live(
+            Text(f"{self._label}  starting…"),
+            console=self.console,
+            refresh_per_second=8,
+            transient=True,
+        )
         self._live.start()
 
     def update(self, sample: Sample) -> None:
@@ -51,11 +55,13 @@ class LiveProgress:
         com_rate = (sample.committed - base.committed) / span if span > 0 else 0.0
         self._last = sample
         if self._live is not None:
-            self._live.update(Text(
-                f"{self._label}  {sample.elapsed_s:5.1f}s  published {sample.published:,} "
-                f"({pub_rate:,.0f}/s)  committed {sample.committed:,} ({com_rate:,.0f}/s)  "
-                f"backlog {sample.backlog:,}  retries {sample.retries:,}"
-            ))
+            self._live.update(
+                Text(
+                    f"{self._label}  {sample.elapsed_s:5.1f}s  published {sample.published:,} "
+                    f"({pub_rate:,.0f}/s)  committed {sample.committed:,} ({com_rate:,.0f}/s)  "
+                    f"backlog {sample.backlog:,}  retries {sample.retries:,}"
+                )
+            )
 
     def trial_finished(self, result: TrialResult) -> None:
         if self._live is not None:
@@ -78,21 +84,45 @@ def _ms(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:,.1f} ms"
 
 
+def _num(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:,.1f}"
+
+
 def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Table:
     table = Table(title="Trials", show_lines=False)
     columns = list(varying) or ["publishers", "consumers", "isolation", "batch_size"]
     for name in columns:
         table.add_column(name)
-    for name in ("events", "received", "unique", "duplicate", "rows", "lost", "twice",
-                 "events/s", "p50", "p99", "retries", "invariants"):
+    for name in (
+        "events",
+        "received",
+        "unique",
+        "duplicate",
+        "rows",
+        "lost",
+        "twice",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "retries",
+        "invariants",
+    ):
         table.add_column(name, justify="right")
     for r in results:
         ok = "[green]hold[/green]" if r.invariant_ok else "[red]FAIL[/red]"
         table.add_row(
             *(str(getattr(r.trial.params, c)) for c in columns),
-            f"{r.events_published:,}", f"{r.received:,}", f"{r.unique_processed:,}",
-            f"{r.duplicate_dropped:,}", f"{r.db_rows:,}", str(r.lost), str(r.double_applied),
-            f"{r.throughput_eps:,.0f}", _ms(r.latency_p50_ms), _ms(r.latency_p99_ms),
-            str(r.retries), ok,
+            f"{r.events_published:,}",
+            f"{r.received:,}",
+            f"{r.unique_processed:,}",
+            f"{r.duplicate_dropped:,}",
+            f"{r.db_rows:,}",
+            str(r.lost),
+            str(r.double_applied),
+            f"{r.throughput_eps:,.0f}",
+            _num(r.latency_p50_ms),
+            _num(r.latency_p99_ms),
+            str(r.retries),
+            ok,
         )
     return table

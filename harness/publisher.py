@@ -31,7 +31,9 @@ class PublishPlan:
         n = workload.events
         return [
             PublishPlan(
-                workload=workload, start=i * n // publishers, stop=(i + 1) * n // publishers,
+                workload=workload,
+                start=i * n // publishers,
+                stop=(i + 1) * n // publishers,
                 **kwargs,
             )
             for i in range(publishers)

@@ -34,6 +34,8 @@ class TrialResult:
     redelivered: int
     rejected: int
     duration_s: float
+    #: time to empty the table, zero the counters and recreate the stream and group
+    reset_s: float
     latency_p50_ms: float
     latency_p95_ms: float
     latency_p99_ms: float
@@ -76,6 +78,7 @@ class TrialResult:
             "invariant_ok": self.invariant_ok,
             "duration_s": round(self.duration_s, 4),
             "throughput_eps": round(self.throughput_eps, 1),
+            "reset_s": round(self.reset_s, 4),
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p95_ms": self.latency_p95_ms,
             "latency_p99_ms": self.latency_p99_ms,
@@ -108,10 +111,9 @@ class RunWriter:
     def add(self, result: TrialResult, timeseries: list[dict[str, Any]]) -> None:
         row = result.row()
         new = self._columns is None
-        if new:
-            self._columns = list(row)
+        columns = self._columns = self._columns or list(row)
         with self._csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._columns)
+            writer = csv.DictWriter(f, fieldnames=columns)
             if new:
                 writer.writeheader()
             writer.writerow(row)

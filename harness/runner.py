@@ -8,6 +8,7 @@ learns when the stream is drained from Redis.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -97,9 +98,13 @@ class Runner:
         self.broker.client.close()
         self.store.close()
 
+    def _new_actor(self, cls: Any) -> Any:
+        # SPREAD: on a cluster, actors go to as many nodes as possible.
+        return cls.options(scheduling_strategy="SPREAD").remote(self.settings)
+
     def _actors(self, pool: list[Any], cls: Any, n: int) -> list[Any]:
         while len(pool) < n:
-            pool.append(cls.options(scheduling_strategy="SPREAD").remote(self.settings))
+            pool.append(self._new_actor(cls))
         return pool[:n]
 
     def run(
@@ -109,8 +114,11 @@ class Runner:
         self.progress.trial_started(trial, position, total)
         p = trial.params
         workload = Workload(
-            events=p.events, duplicate_rate=p.duplicate_rate, topics=p.topics,
-            payload_bytes=p.payload_bytes, seed=trial.seed,
+            events=p.events,
+            duplicate_rate=p.duplicate_rate,
+            topics=p.topics,
+            payload_bytes=p.payload_bytes,
+            seed=trial.seed,
         )
         generator = Generator(workload)
         timeseries: list[dict[str, Any]] = []
@@ -127,27 +135,41 @@ class Runner:
         self, trial: Trial, workload: Workload, timeseries: list[dict[str, Any]]
     ) -> dict[str, Any]:
         p = trial.params
+        reset_from = self._clock()
         self.store.reset()
         self.broker.reset()
+        reset_s = self._clock() - reset_from
         consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
         publishers = self._actors(self._publishers, PublisherActor, p.publishers)
-        ray.get([
-            c.start.remote(
-                ConsumerConfig(
-                    name=f"consumer-{i}", batch_size=p.batch_size, entry_size=p.entry_size,
-                    claim_idle_ms=p.claim_idle_ms,
-                ),
-                p.isolation,
-                self.keys.prefix,
-            )
-            for i, c in enumerate(consumers)
-        ])
+        ray.get(
+            [
+                c.start.remote(
+                    ConsumerConfig(
+                        name=f"consumer-{i}",
+                        batch_size=p.batch_size,
+                        entry_size=p.entry_size,
+                        claim_idle_ms=p.claim_idle_ms,
+                    ),
+                    p.isolation,
+                    self.keys.prefix,
+                )
+                for i, c in enumerate(consumers)
+            ]
+        )
         plans = PublishPlan.split(
-            workload, p.publishers, entry_size=p.entry_size, pipeline=p.publish_pipeline,
+            workload,
+            p.publishers,
+            entry_size=p.entry_size,
+            pipeline=p.publish_pipeline,
             max_backlog=p.max_backlog,
         )
         started = self._clock()
-        ray.get([pub.start.remote(plan, self.keys.prefix) for pub, plan in zip(publishers, plans, strict=True)])
+        ray.get(
+            [
+                pub.start.remote(plan, self.keys.prefix)
+                for pub, plan in zip(publishers, plans, strict=True)
+            ]
+        )
 
         alive = dict(enumerate(consumers))
         last_sample = started
@@ -182,15 +204,19 @@ class Runner:
         # Dead consumers are replaced before the next trial.
         for i, c in enumerate(consumers):
             if i not in alive:
-                self._consumers[self._consumers.index(c)] = ConsumerActor.options(
-                    scheduling_strategy="SPREAD").remote(self.settings)
-        first_ns = min((r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0)
+                self._consumers[self._consumers.index(c)] = self._new_actor(ConsumerActor)
+        first_ns = min(
+            (r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0
+        )
         last_ns = max((r["last_commit_ns"] for r in reports), default=0)
         return {
             "consumers": reports,
             "published": sum(r["events"] for r in pub_reports),
-            "duration_s": (last_ns - first_ns) / 1e9 if last_ns and first_ns else self._clock() - started,
+            "duration_s": (last_ns - first_ns) / 1e9
+            if last_ns and first_ns
+            else self._clock() - started,
             "consumers_died": p.consumers - len(alive),
+            "reset_s": reset_s,
         }
 
     def _poll_consumers(self, alive: dict[int, Any]) -> dict[int, dict[str, Any]]:
@@ -207,7 +233,9 @@ class Runner:
         self, trial: Trial, generator: Generator, outcome: dict[str, Any] | None, error: str | None
     ) -> TrialResult:
         counters = self.store.counters()
-        stored = self.store.verify(generator.expected_keys()) if outcome else Verification(0, 0, 0, 0)
+        stored = (
+            self.store.verify(generator.expected_keys()) if outcome else Verification(0, 0, 0, 0)
+        )
         reports = outcome["consumers"] if outcome else []
         retries: dict[str, int] = {}
         for r in reports:
@@ -220,8 +248,11 @@ class Runner:
             if published != generator.total:
                 error = f"publishers sent {published} events, the workload has {generator.total}"
             evidence = invariants.Evidence(
-                published=generator.total, expected_unique=generator.expected_unique,
-                counters=counters, stored=stored, redelivered=redelivered,
+                published=generator.total,
+                expected_unique=generator.expected_unique,
+                counters=counters,
+                stored=stored,
+                redelivered=redelivered,
             )
             violations = tuple(invariants.check(evidence))
         hist = latency.merge(r["histogram"] for r in reports)
@@ -239,6 +270,7 @@ class Runner:
             redelivered=redelivered,
             rejected=sum(r["rejected"] for r in reports),
             duration_s=outcome["duration_s"] if outcome else 0.0,
+            reset_s=outcome["reset_s"] if outcome else math.nan,
             **latency.summary_ms(hist),
             retries=sum(retries.values()),
             serialization_failures=retries.get(SERIALIZATION_FAILURE, 0),

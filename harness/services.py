@@ -13,7 +13,7 @@ class ServiceUnavailable(RuntimeError):
     """A service the harness needs is not answering."""
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for messages."""
     head, sep, tail = url.partition("://")
     if sep and "@" in tail:
@@ -31,7 +31,7 @@ def check_postgres(dsn: str) -> str:
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ServiceUnavailable(
-            f"PostgreSQL at {_redact(dsn)} is not answering ({reason}). Start it "
+            f"PostgreSQL at {redact(dsn)} is not answering ({reason}). Start it "
             "(Debian: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) "
             "or point HARNESS_PG_DSN / --pg-dsn at one that runs."
         ) from None
@@ -43,7 +43,7 @@ def check_redis(url: str) -> str:
         info = client.info("server")
     except (redis.RedisError, OSError) as exc:
         raise ServiceUnavailable(
-            f"Redis at {_redact(url)} is not answering ({exc}). Start it "
+            f"Redis at {redact(url)} is not answering ({exc}). Start it "
             "(redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
             "--appendonly no) or point HARNESS_REDIS_URL / --redis-url at one that runs."
         ) from None
@@ -52,7 +52,7 @@ def check_redis(url: str) -> str:
     version = str(info.get("redis_version", "?"))
     if tuple(int(x) for x in version.split(".")[:2]) < (6, 2):
         raise ServiceUnavailable(
-            f"Redis at {_redact(url)} is {version}; the harness needs 6.2 or newer "
+            f"Redis at {redact(url)} is {version}; the harness needs 6.2 or newer "
             "(XAUTOCLAIM, XTRIM MINID)."
         )
     return version

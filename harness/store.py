@@ -40,7 +40,9 @@ class Isolation(enum.Enum):
             return cls(norm)
         except ValueError:
             choices = ", ".join(i.value for i in cls)
-            raise ValueError(f"unknown isolation level {value!r}; choose one of {choices}") from None
+            raise ValueError(
+                f"unknown isolation level {value!r}; choose one of {choices}"
+            ) from None
 
     @property
     def psycopg(self) -> psycopg.IsolationLevel:
@@ -164,6 +166,10 @@ class Store:
             )
         return self._conn
 
+    def connect(self) -> None:
+        """Open the connection now rather than at the first query."""
+        _ = self.conn
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -178,7 +184,7 @@ class Store:
     def _run(self, name: str, params: Mapping[str, Any] | None = None) -> psycopg.Cursor[Any]:
         cur = self.conn.cursor()
         for statement in self._q[name]:
-            cur.execute(statement, params)  # type: ignore[arg-type]
+            cur.execute(statement, params)
         return cur
 
     def _one(self, name: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
@@ -192,8 +198,10 @@ class Store:
         """Create the schema and its tables if missing (idempotent)."""
         with self.conn.transaction():
             cur = self.conn.cursor()
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            cur.execute(queries.schema())  # type: ignore[arg-type]
+            cur.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            cur.execute(queries.schema())
             self._run("set_schema_version", {"version": SCHEMA_VERSION})
 
     def drop_schema(self) -> None:
@@ -255,7 +263,7 @@ class Store:
             cur = conn.cursor()
             (insert,) = self._q["insert_events"]
             cur.execute(
-                insert,  # type: ignore[arg-type]
+                insert,
                 {
                     "topics": batch.topics,
                     "event_ids": batch.event_ids,
@@ -288,7 +296,7 @@ class Store:
         with self.conn.transaction():
             self._run("create_expected")
             (copy_sql,) = self._q["copy_expected"]
-            with self.conn.cursor().copy(copy_sql) as copy:  # type: ignore[arg-type]
+            with self.conn.cursor().copy(copy_sql) as copy:
                 for key in expected_keys:
                     copy.write_row(key)
             self._run("analyze_expected")

@@ -1,0 +1,130 @@
+"""The CLI as a user runs it: a subprocess, real services, real Ray."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import Settings
+
+pytestmark = pytest.mark.acceptance
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def harness(*args: str, env: dict[str, str] | None = None, timeout: float = 240):
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "HARNESS_PG_DSN": settings.pg_dsn,
+        "HARNESS_REDIS_URL": settings.redis_url,
+        "HARNESS_PG_SCHEMA": settings.pg_schema,
+        "HARNESS_KEY_PREFIX": settings.key_prefix,
+    }
+
+
+@pytest.mark.slow
+def test_run_smoke_writes_results_that_hold_every_invariant(
+    settings: Settings, tmp_path: Path
+) -> None:
+    proc = harness("run", "smoke", "--out", str(tmp_path), "--run-id", "r1", env=_env(settings))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "invariants hold" in proc.stdout
+
+    run = tmp_path / "smoke" / "r1"
+    rows = list(csv.DictReader((run / "trials.csv").open()))
+    assert len(rows) == 1
+    row = rows[0]
+    required = [
+        "trial",
+        "repeat",
+        "publishers",
+        "consumers",
+        "isolation",
+        "batch_size",
+        "events_published",
+        "expected_unique",
+        "received",
+        "unique_processed",
+        "duplicate_dropped",
+        "db_rows",
+        "lost",
+        "double_applied",
+        "invariant_ok",
+        "duration_s",
+        "throughput_eps",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "latency_max_ms",
+        "retries",
+        "serialization_failures",
+        "deadlocks",
+    ]
+    assert not [c for c in required if c not in row]
+    n = int(row["events_published"])
+    assert n == 20_000
+    assert int(row["received"]) == n
+    assert int(row["unique_processed"]) == int(row["expected_unique"]) == int(row["db_rows"])
+    assert int(row["duplicate_dropped"]) == n - int(row["unique_processed"])
+    assert int(row["lost"]) == 0 and int(row["double_applied"]) == 0
+    assert row["invariant_ok"] == "True"
+    assert float(row["latency_p50_ms"]) <= float(row["latency_p99_ms"])
+
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["results_format"] == 1
+    assert meta["status"] == "complete"
+    assert meta["servers"]["postgresql"] and meta["servers"]["redis"]
+    assert meta["environment"]["packages"]["ray"]
+    assert meta["experiment"]["params"]["consumers"] == 4
+
+
+def test_list_shows_the_shipped_experiments() -> None:
+    proc = harness("list")
+    assert proc.returncode == 0, proc.stderr
+    assert "smoke" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nosuch"], "no experiment named 'nosuch'"),
+        (["run", "smoke", "--set", "consumers=zero"], "consumers must be a whole number"),
+        (["run", "smoke", "--set", "colour=blue"], "unknown parameter 'colour'"),
+        (["run", "smoke", "--set", "isolation=chaos"], "unknown isolation level 'chaos'"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(args: list[str], message: str) -> None:
+    proc = harness(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_service_is_named_not_traced(tmp_path: Path) -> None:
+    proc = harness(
+        "run",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        env={"HARNESS_REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert proc.returncode == 2
+    assert "Redis at redis://127.0.0.1:1/0 is not answering" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing half-written
