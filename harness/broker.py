@@ -140,6 +140,17 @@ class StreamBroker:
             self.ack(deleted)  # trimmed away: nothing left to deliver
         return [Delivery(eid, fields, True) for eid, fields in entries if fields is not None]
 
+    def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None:
+        """Reset the idle time of entries this consumer is still working on.
+
+        A consumer stuck in retries keeps its entries, instead of its peers taking them
+        over as if it had died (which would apply them twice and inflate ``received``).
+        """
+        if entry_ids:
+            self.client.xclaim(
+                self.keys.stream, self.keys.group, consumer, 0, list(entry_ids), justid=True
+            )
+
     def ack(self, entry_ids: Sequence[bytes]) -> int:
         if not entry_ids:
             return 0

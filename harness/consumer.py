@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
 from harness import events, latency
 from harness.broker import Delivery, StreamBroker
 from harness.store import Store
@@ -58,6 +60,8 @@ class ConsumerStats:
     rejected: int = 0
     #: events in entries delivered more than once (own pending after restart, reclaimed)
     redelivered: int = 0
+    #: batches abandoned after the retry policy gave up (left pending, applied later)
+    gave_up: int = 0
     #: wall clock of the last commit (trial duration runs to the latest one)
     last_commit_ns: int = 0
     retries: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -71,6 +75,7 @@ class ConsumerStats:
             "duplicate": self.duplicate,
             "rejected": self.rejected,
             "redelivered": self.redelivered,
+            "gave_up": self.gave_up,
             "last_commit_ns": self.last_commit_ns,
             "retries": dict(self.retries),
         }
@@ -141,7 +146,19 @@ class Consumer:
             if delivery.redelivered:
                 self.stats.redelivered += len(decoded)
         if batch:
-            result = self.store.apply_batch(batch, shard=self.config.shard)
+            try:
+                result = self.store.apply_batch(
+                    batch,
+                    shard=self.config.shard,
+                    before_retry=lambda: self.broker.touch(self.config.name, good),
+                )
+            except psycopg.OperationalError:
+                # The retry policy gave up (a retry storm or a database that stays
+                # away). Nothing committed, nothing acknowledged: the entries stay
+                # pending, and this consumer reads its own pending ones again first.
+                self.stats.gave_up += 1
+                self._own_pending_done = False
+                return 0
             committed_ns = self._clock_ns()
             self._maybe_crash()
             self.stats.batches += 1

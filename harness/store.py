@@ -222,12 +222,19 @@ class Store:
 
     # -- the idempotent apply ---------------------------------------------------------
 
-    def apply_batch(self, events: Sequence[Mapping[str, Any]], *, shard: int = 0) -> ApplyResult:
+    def apply_batch(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        shard: int = 0,
+        before_retry: Callable[[], None] | None = None,
+    ) -> ApplyResult:
         """Store a batch exactly once per key and count it, in ONE transaction.
 
         Retries the whole transaction on serialization failures, deadlocks and lost
-        connections, with the retry policy's backoff. Raises the last error when the
-        policy gives up; then nothing of the batch is committed.
+        connections, with the retry policy's backoff, calling ``before_retry`` before
+        each new attempt. Raises the last error when the policy gives up; then nothing
+        of the batch is committed.
         """
         batch = prepare(events)
         retries: collections.Counter[str] = collections.Counter()
@@ -255,6 +262,8 @@ class Store:
             if not self.retry.may_retry(failures):
                 raise error
             self._sleep(self.retry.delay(failures, self._chance()))
+            if before_retry is not None:
+                before_retry()
 
     def _apply_once(self, batch: Prepared, shard: int) -> int:
         conn = self.conn

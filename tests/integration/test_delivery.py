@@ -56,6 +56,16 @@ def test_reclaim_takes_over_only_idle_entries(broker: StreamBroker) -> None:
     assert sorted(d.entry_id for d in claimed) == sorted(d.entry_id for d in held)
 
 
+def test_touch_keeps_a_slow_consumer_from_being_taken_over(broker: StreamBroker) -> None:
+    broker.publish([(b"[]", 0)] * 3)
+    held = [d.entry_id for d in broker.read("slow", 3, 10)]
+    time.sleep(0.08)
+    broker.touch("slow", held)  # what a consumer does before each retry
+    assert broker.reclaim("peer", 60, 10) == []
+    time.sleep(0.08)
+    assert len(broker.reclaim("peer", 60, 10)) == 3  # without touching it goes
+
+
 def test_trim_keeps_every_entry_still_needed(broker: StreamBroker) -> None:
     broker.publish([(b"[]", 0)] * 10)
     got = broker.read("a", 6, 10)  # 6 delivered, 4 undelivered
@@ -75,7 +85,9 @@ def test_consumers_apply_a_stream_exactly_once(
 ) -> None:
     workload = Workload(events=5000, duplicate_rate=0.3, topics=10, seed=3)
     _publish(broker, workload, entry_size=7)
-    consumer = Consumer(broker, make_store(), ConsumerConfig(name="c", batch_size=300, entry_size=7))
+    consumer = Consumer(
+        broker, make_store(), ConsumerConfig(name="c", batch_size=300, entry_size=7)
+    )
     _drain(consumer, broker)
     gen = Generator(workload)
     counters = consumer.store.counters()
@@ -89,11 +101,20 @@ def test_an_invalid_entry_is_dead_lettered_and_the_rest_stored(
     broker: StreamBroker, store: Store
 ) -> None:
     good = Generator(Workload(events=3, duplicate_rate=0, topics=1, seed=1))
-    bad = {"topic": "", "event_id": "x", "timestamp": "2025-12-17T10:00:00Z", "source": "s",
-           "payload": {}}
-    broker.publish([
-        (orjson.dumps(list(good.events())), 3), (orjson.dumps([bad]), 1), (b"not json", 1),
-    ])
+    bad = {
+        "topic": "",
+        "event_id": "x",
+        "timestamp": "2025-12-17T10:00:00Z",
+        "source": "s",
+        "payload": {},
+    }
+    broker.publish(
+        [
+            (orjson.dumps(list(good.events())), 3),
+            (orjson.dumps([bad]), 1),
+            (b"not json", 1),
+        ]
+    )
     consumer = Consumer(broker, store, ConsumerConfig(name="c", batch_size=10))
     _drain(consumer, broker)
     assert store.counters().unique_processed == 3

@@ -81,7 +81,10 @@ def test_eight_concurrent_callers_with_overlapping_duplicates(
     assert counters.duplicate_dropped == len(events) - gen.expected_unique
     check = stores[0].verify(gen.expected_keys())
     assert (check.rows, check.distinct_keys, check.lost, check.unexpected) == (
-        gen.expected_unique, gen.expected_unique, 0, 0,
+        gen.expected_unique,
+        gen.expected_unique,
+        0,
+        0,
     )
     retries: dict[str, int] = {}
     for r in flat:
@@ -98,7 +101,8 @@ def _wait_until_blocked(conn: psycopg.Connection[Any], application_name: str) ->
     while time.monotonic() < deadline:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND wait_event_type = 'Lock'", (application_name,),
+            "AND wait_event_type = 'Lock'",
+            (application_name,),
         ).fetchone()
         if row and row[0]:
             return
@@ -117,8 +121,13 @@ def test_a_concurrent_counter_update_is_retried_and_counted_by_sqlstate(
     store.counters()  # connect
     holder = psycopg.connect(store.dsn, options=f"-c search_path={store.schema}")
     holder.execute("UPDATE event_stats SET received = received + 1 WHERE shard = 0")
-    event = {"topic": "t", "event_id": "e1", "timestamp": "2025-12-17T10:00:00Z",
-             "source": "s", "payload": {}}
+    event = {
+        "topic": "t",
+        "event_id": "e1",
+        "timestamp": "2025-12-17T10:00:00Z",
+        "source": "s",
+        "payload": {},
+    }
     outcome: list[ApplyResult] = []
     worker = threading.Thread(target=lambda: outcome.append(store.apply_batch([event])))
     worker.start()
