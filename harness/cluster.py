@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from harness.config import Settings
@@ -31,7 +32,10 @@ def init(settings: Settings) -> dict[str, Any]:
         "configure_logging": True,
     }
     if settings.ray_address:
-        ray.init(address=settings.ray_address, **kwargs)
+        # Ship this package to the cluster's workers; its dependencies must be installed
+        # on every node (pip install -e . there, or a container image with them).
+        package = str(Path(__file__).resolve().parent)
+        ray.init(address=settings.ray_address, runtime_env={"py_modules": [package]}, **kwargs)
     else:
         os.makedirs(settings.ray_tmpdir, exist_ok=True)
         ray.init(

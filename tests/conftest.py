@@ -35,8 +35,10 @@ def settings(base_settings: Settings, live_services: dict[str, str]) -> Iterator
     """Settings with a schema and key prefix of this test's own; both removed afterwards."""
     tag = uuid.uuid4().hex[:10]
     mine = Settings.from_env(
-        pg_dsn=base_settings.pg_dsn, redis_url=base_settings.redis_url,
-        pg_schema=f"test_{tag}", key_prefix=f"harness-test:{tag}",
+        pg_dsn=base_settings.pg_dsn,
+        redis_url=base_settings.redis_url,
+        pg_schema=f"test_{tag}",
+        key_prefix=f"harness-test:{tag}",
     )
     yield mine
     with Store(mine.pg_dsn, schema=mine.pg_schema) as store:
@@ -75,7 +77,9 @@ def make_broker(settings: Settings) -> Iterator[Callable[[], broker_mod.StreamBr
     brokers: list[broker_mod.StreamBroker] = []
 
     def create() -> broker_mod.StreamBroker:
-        b = broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), Keys(settings.key_prefix))
+        b = broker_mod.StreamBroker(
+            broker_mod.connect(settings.redis_url), Keys(settings.key_prefix)
+        )
         if not brokers:
             b.reset()
         brokers.append(b)

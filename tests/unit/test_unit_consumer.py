@@ -1,0 +1,170 @@
+"""The consumer's configuration, and its apply step with the broker and store stubbed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg.errors as pge
+import pytest
+
+from harness.broker import FIELD_CREATED_NS, FIELD_EVENTS, Delivery
+from harness.consumer import Consumer, ConsumerConfig
+from harness.store import ApplyResult, prepare
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "entry_size"), [(100, 1), (100, 3), (100, 100), (100, 250), (1, 10), (7, 2)]
+)
+def test_read_count_is_the_entries_needed_for_a_batch(batch_size: int, entry_size: int) -> None:
+    cfg = ConsumerConfig(name="c", batch_size=batch_size, entry_size=entry_size)
+    assert cfg.read_count == max(1, math.ceil(batch_size / entry_size))
+    # enough entries to hold a batch, and one fewer would not be
+    assert cfg.read_count * entry_size >= batch_size
+    assert (cfg.read_count - 1) * entry_size < batch_size
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"batch_size": 0}, {"entry_size": 0}, {"batch_size": -1}, {"entry_size": -2}]
+)
+def test_config_rejects_non_positive_sizes(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        ConsumerConfig(name="c", **kwargs)
+
+
+# -- apply, with stubs ----------------------------------------------------------------
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.acked: list[bytes] = []
+        self.dead: list[tuple[bytes, str]] = []
+        self.touched: list[list[bytes]] = []
+
+    def touch(self, consumer: str, entry_ids: list[bytes]) -> None:
+        self.touched.append(list(entry_ids))
+
+    def ack(self, entry_ids: list[bytes]) -> int:
+        self.acked.extend(entry_ids)
+        return len(entry_ids)
+
+    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
+        self.dead.append((delivery.entry_id, reason))
+
+
+class FakeStore:
+    def __init__(self, fail: Exception | None = None, retries: int = 0) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.fail = fail
+        self.retries = retries
+
+    def apply_batch(
+        self, batch: list[dict[str, Any]], *, shard: int = 0, **kwargs: Any
+    ) -> ApplyResult:
+        self.batches.append(batch)
+        for _ in range(self.retries):
+            kwargs["before_retry"]()
+        if self.fail:
+            raise self.fail
+        p = prepare(batch)
+        return ApplyResult(p.received, p.distinct, p.received - p.distinct, 1, {"40001": 1})
+
+
+def event(i: int) -> dict[str, Any]:
+    return {
+        "topic": "t",
+        "event_id": f"e{i}",
+        "timestamp": "2025-12-17T00:00:00Z",
+        "source": "s",
+        "payload": {"i": i},
+    }
+
+
+def delivery(entry_id: bytes, payload: bytes, *, redelivered: bool = False) -> Delivery:
+    fields = {FIELD_EVENTS: payload, FIELD_CREATED_NS: b"1000000000"}
+    return Delivery(entry_id, fields, redelivered)
+
+
+def consumer(store: FakeStore, broker: FakeBroker) -> Consumer:
+    return Consumer(
+        broker,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        ConsumerConfig(name="c1"),
+        clock_ns=lambda: 1_005_000_000,  # 5 ms after creation
+    )
+
+
+def test_apply_stores_valid_entries_dead_letters_bad_ones_and_acks() -> None:
+    broker, store = FakeBroker(), FakeStore()
+    c = consumer(store, broker)
+    deliveries = [
+        delivery(b"1-0", orjson.dumps([event(1), event(2)])),
+        delivery(b"2-0", b"not json"),
+        delivery(b"3-0", orjson.dumps([event(3), {**event(4), "topic": ""}])),
+        delivery(b"4-0", orjson.dumps([event(1)]), redelivered=True),
+    ]
+    applied = c.apply(deliveries)
+    assert applied == 3
+    assert store.batches == [[event(1), event(2), event(1)]]
+    assert [entry for entry, _ in broker.dead] == [b"2-0", b"3-0"]
+    assert "topic" in broker.dead[1][1]
+    assert broker.acked == [b"1-0", b"4-0"]  # dead letters are acked by dead_letter itself
+    stats = c.stats
+    assert (stats.batches, stats.received, stats.unique, stats.duplicate) == (1, 3, 2, 1)
+    assert (stats.rejected, stats.redelivered) == (2, 1)
+    assert stats.retries == {"40001": 1}
+    assert stats.last_commit_ns == 1_005_000_000
+    assert stats.histogram.get_total_count() == 3
+    assert stats.histogram.values_are_equivalent(stats.histogram.get_max_value(), 5_000)
+
+
+def test_nothing_is_acked_when_the_transaction_fails() -> None:
+    broker, store = FakeBroker(), FakeStore(fail=RuntimeError("database down"))
+    c = consumer(store, broker)
+    with pytest.raises(RuntimeError):
+        c.apply([delivery(b"1-0", orjson.dumps([event(1)]))])
+    assert broker.acked == []
+    assert c.stats.batches == 0 and c.stats.received == 0
+
+
+def test_a_batch_of_only_bad_entries_touches_no_store() -> None:
+    broker, store = FakeBroker(), FakeStore()
+    c = consumer(store, broker)
+    assert c.apply([delivery(b"1-0", b"{}")]) == 0
+    assert store.batches == []
+    assert broker.acked == []
+    assert [entry for entry, _ in broker.dead] == [b"1-0"]
+
+
+def test_a_batch_the_retry_policy_gave_up_on_stays_pending() -> None:
+    broker, store = FakeBroker(), FakeStore(fail=pge.SerializationFailure())
+    c = consumer(store, broker)
+    assert c.apply([delivery(b"1-0", orjson.dumps([event(1)]))]) == 0
+    assert broker.acked == []
+    assert c.stats.gave_up == 1
+    assert c.stats.batches == 0 and c.stats.received == 0
+
+
+def test_other_database_errors_are_not_swallowed() -> None:
+    broker, store = FakeBroker(), FakeStore(fail=psycopg.errors.UniqueViolation())
+    c = consumer(store, broker)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        c.apply([delivery(b"1-0", orjson.dumps([event(1)]))])
+    assert broker.acked == []
+
+
+def test_entries_in_hand_are_touched_before_each_retry() -> None:
+    broker, store = FakeBroker(), FakeStore(retries=2)
+    c = consumer(store, broker)
+    c.apply(
+        [
+            delivery(b"1-0", orjson.dumps([event(1)])),
+            delivery(b"2-0", b"[]"),
+            delivery(b"3-0", b"x"),
+        ]
+    )
+    # the valid entries (an empty array is valid) are kept from peers; the dead letter is not
+    assert broker.touched == [[b"1-0", b"2-0"], [b"1-0", b"2-0"]]
+    assert broker.acked == [b"1-0", b"2-0"]
