@@ -58,7 +58,9 @@ class ConsumerStats:
     unique: int = 0
     duplicate: int = 0
     rejected: int = 0
-    #: events in entries delivered more than once (own pending after restart, reclaimed)
+    #: events that may have been applied twice: in entries delivered more than once (own
+    #: pending after a restart, reclaimed from a peer) or retried after a COMMIT whose
+    #: connection broke before its outcome was known
     redelivered: int = 0
     #: batches abandoned after the retry policy gave up (left pending, applied later)
     gave_up: int = 0
@@ -167,6 +169,7 @@ class Consumer:
             self.stats.unique += result.unique
             self.stats.duplicate += result.duplicate
             self.stats.retries.update(result.retries)
+            self.stats.redelivered += result.uncertain
             for created_ns, count in weights:
                 if created_ns and count:
                     latency.record(self.stats.histogram, (committed_ns - created_ns) // 1000, count)

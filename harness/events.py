@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -74,16 +75,46 @@ def _check_text(raw: Mapping[str, Any], field: str, limit: int, *, allow_empty: 
     return value
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+# The calendar-date form both Python and PostgreSQL read the same way; Python alone also
+# takes week dates and ordinal dates, which PostgreSQL would refuse at insert time.
+_TIMESTAMP = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}(:?\d{2})?)$"
+)
+#: PostgreSQL accepts UTC offsets up to 15:59.
+_MAX_OFFSET = dt.timedelta(hours=16)
+
+
 def parse_timestamp(value: object) -> dt.datetime:
     """An aware datetime from an ISO 8601 string, or :class:`InvalidEvent`."""
     if not isinstance(value, str):
         raise InvalidEvent("timestamp", "missing" if value is None else "must be a string")
+    if not _TIMESTAMP.match(value):
+        if _TIMESTAMP.match(value + "Z"):
+            raise InvalidEvent("timestamp", "has no time zone (add Z or +00:00)")
+        raise InvalidEvent(
+            "timestamp",
+            "not an ISO 8601 date, time and time zone "
+            f"(YYYY-MM-DDTHH:MM:SS[.fff]Z or ±HH:MM): {value[:40]!r}",
+        )
     try:
         parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEvent("timestamp", f"not ISO 8601: {value[:40]!r}") from None
-    if parsed.tzinfo is None:
+    except ValueError as exc:
+        raise InvalidEvent("timestamp", f"not a valid date and time: {exc}") from None
+    offset = parsed.utcoffset()
+    if offset is None:
         raise InvalidEvent("timestamp", "has no time zone (add Z or +00:00)")
+    if abs(offset) >= _MAX_OFFSET:
+        raise InvalidEvent("timestamp", "time zone offset must be under 16 hours")
     return parsed
 
 
@@ -105,7 +136,7 @@ def validate(raw: object) -> Event:
         raise InvalidEvent("payload", f"not encodable as JSON: {exc}") from None
     if len(encoded) > MAX_PAYLOAD_BYTES:
         raise InvalidEvent("payload", f"larger than {MAX_PAYLOAD_BYTES} bytes ({len(encoded)})")
-    if b"\\u0000" in encoded:
+    if _has_nul(payload):
         raise InvalidEvent("payload", "contains a NUL character")
     return Event(topic, event_id, str(timestamp), source, payload)
 

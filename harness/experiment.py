@@ -189,9 +189,13 @@ class Experiment:
 
 
 def _int(key: str, raw: Any) -> int:
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise ExperimentError(f"{key} must be a whole number, got {raw!r}")
     try:
-        return int(raw)
-    except (TypeError, ValueError):
+        return int(str(raw).strip().replace("_", ""))
+    except ValueError:
         raise ExperimentError(f"{key} must be a whole number, got {raw!r}") from None
 
 
@@ -199,14 +203,7 @@ def coerce(key: str, raw: Any) -> Any:
     """A parameter value of the field's type, from TOML or from a ``--set`` string."""
     kind = FIELDS[key].type
     if kind in ("int", int):
-        if isinstance(raw, float) and raw.is_integer():
-            raw = int(raw)
-        if isinstance(raw, bool) or (not isinstance(raw, int) and not isinstance(raw, str)):
-            raise ExperimentError(f"{key} must be a whole number, got {raw!r}")
-        try:
-            return int(str(raw).replace("_", ""))
-        except ValueError:
-            raise ExperimentError(f"{key} must be a whole number, got {raw!r}") from None
+        return _int(key, raw)
     if kind in ("float", float):
         try:
             return float(raw)
@@ -227,6 +224,9 @@ def load(path: Path) -> Experiment:
     unknown = set(data) - {"description", "seed", "repeat", "params", "sweep"}
     if unknown:
         raise ExperimentError(f"{path}: unknown top-level keys {sorted(unknown)}")
+    for table in ("params", "sweep"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ExperimentError(f"{path}: [{table}] must be a table of key = value lines")
     try:
         return Experiment(
             name=path.stem,

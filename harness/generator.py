@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from harness import events
+
 CHUNK = 1 << 16
+#: largest payload_bytes: the generated payload stays under the event model's limit
+MAX_PAYLOAD_BYTES = events.MAX_PAYLOAD_BYTES - 1024
 
 #: Topic names in the seed report's style; more topics get numbered names.
 TOPIC_NAMES = (
@@ -60,8 +64,10 @@ class Workload:
             raise ValueError(f"topics must be ≥ 1, got {self.topics}")
         if self.seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {self.seed}")
-        if self.payload_bytes < 0:
-            raise ValueError(f"payload_bytes must be ≥ 0, got {self.payload_bytes}")
+        if not 0 <= self.payload_bytes <= MAX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"payload_bytes must be in [0, {MAX_PAYLOAD_BYTES}], got {self.payload_bytes}"
+            )
 
 
 def topic_name(index: int) -> str:

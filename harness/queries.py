@@ -17,7 +17,7 @@ def parse(text: str) -> dict[str, tuple[str, ...]]:
     """
     blocks: dict[str, tuple[str, ...]] = {}
     headers = list(_HEADER.finditer(text))
-    for header, following in zip(headers, [*headers[1:], None], strict=True):
+    for header, following in zip(headers, [*headers[1:], None], strict=False):
         name = header.group(1)
         if name in blocks:
             raise ValueError(f"SQL block {name!r} is defined twice")

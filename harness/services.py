@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
+
 import psycopg
 import redis
 
@@ -14,13 +17,26 @@ class ServiceUnavailable(RuntimeError):
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, sep, tail = url.partition("://")
-    if sep and "@" in tail:
-        creds, _, host = tail.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{head}://{user}{':***' if ':' in creds else ''}@{host}"
-    return url
+    """The URL or DSN without its password, for messages and meta.json."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and parts.netloc:
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, host = netloc.rpartition("@")
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        query = urllib.parse.urlencode(
+            [
+                (k, "***" if k.lower() in _SECRET_KEYS else v)
+                for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            ],
+            safe="*",
+        )
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    # libpq key=value form: host=db password=s3cret
+    return re.sub(r"(?i)\b(password)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", r"\1=***", url)
+
+
+_SECRET_KEYS = frozenset({"password", "pass", "passwd"})
 
 
 def check_postgres(dsn: str) -> str:

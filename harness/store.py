@@ -104,6 +104,9 @@ class ApplyResult:
     attempts: int
     #: failed attempts by SQLSTATE (``"40001"``, ``"40P01"``, ``"connection"``…)
     retries: Mapping[str, int]
+    #: events of attempts whose COMMIT lost its connection: they may have committed
+    #: already, in which case the retry counted them a second time (as duplicates)
+    uncertain: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Store:
         self._chance = chance
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
+        self._committing = False
         self._q = queries.load()
 
     # -- connection -------------------------------------------------------------------
@@ -238,7 +242,7 @@ class Store:
         """
         batch = prepare(events)
         retries: collections.Counter[str] = collections.Counter()
-        failures = 0
+        failures = uncertain = 0
         while True:
             try:
                 unique = self._apply_once(batch, shard)
@@ -247,6 +251,8 @@ class Store:
                 if label is None:
                     raise
                 if label == "connection":
+                    if self._committing:
+                        uncertain += batch.received
                     self.close()  # reconnect on the next attempt
                 error: psycopg.OperationalError = exc
             else:
@@ -256,6 +262,7 @@ class Store:
                     duplicate=batch.received - unique,
                     attempts=failures + 1,
                     retries=dict(retries),
+                    uncertain=uncertain,
                 )
             failures += 1
             retries[label] += 1
@@ -268,6 +275,7 @@ class Store:
     def _apply_once(self, batch: Prepared, shard: int) -> int:
         conn = self.conn
         conn.isolation_level = self.isolation.psycopg
+        self._committing = False
         with conn.transaction():
             cur = conn.cursor()
             (insert,) = self._q["insert_events"]
@@ -291,6 +299,7 @@ class Store:
                     "shard": shard,
                 },
             )
+            self._committing = True  # leaving the block sends COMMIT
         return unique
 
     # -- reading and verifying --------------------------------------------------------

@@ -266,23 +266,12 @@ def test_load_of_a_missing_file(tmp_path: Path) -> None:
         experiment.load(tmp_path / "missing.toml")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG experiment.py:136/236: a [params] or sweep that is not a table (params = 3) "
-    "escapes load() as TypeError instead of ExperimentError naming the file",
-)
 def test_load_of_a_non_table_params_is_an_experiment_error(tmp_path: Path) -> None:
     path = write(tmp_path, "params = 3\n")
     with pytest.raises(ExperimentError, match="params"):
         experiment.load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG experiment.py:193: _int() truncates floats (int(2.7) == 2), so "
-    "repeat = 2.7 / seed = 1.5 in a file are silently changed instead of rejected "
-    "('must be a whole number'), unlike every integer parameter and --set repeat=2.7",
-)
 @pytest.mark.parametrize("text", ["repeat = 2.7\n", "seed = 1.5\n"])
 def test_load_rejects_fractional_seed_and_repeat(tmp_path: Path, text: str) -> None:
     with pytest.raises(ExperimentError, match="whole number"):

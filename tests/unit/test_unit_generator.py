@@ -105,11 +105,6 @@ def test_generated_events_are_valid() -> None:
         assert events.validate(event).to_dict() == event
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG generator.py:54-64: Workload accepts payload_bytes whose events exceed "
-    "events.MAX_PAYLOAD_BYTES, so every generated event is rejected (dead-lettered)",
-)
 def test_every_accepted_workload_generates_valid_events() -> None:
     payload_bytes = events.MAX_PAYLOAD_BYTES + 1_000
     try:

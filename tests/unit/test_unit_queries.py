@@ -56,11 +56,6 @@ def test_parse_rejects_empty_blocks(body: str) -> None:
         queries.parse(f"-- good --\nSELECT 1\n-- empty_one --\n{body}-- last --\nSELECT 2\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG queries.py:20: zip(headers, [*headers[1:], None], strict=True) raises "
-    "'zip() argument 2 is longer than argument 1' for a text without any block header",
-)
 @pytest.mark.parametrize("text", ["", "SELECT 1;\n"], ids=["empty", "no-header"])
 def test_parse_without_headers_is_empty(text: str) -> None:
     assert queries.parse(text) == {}

@@ -281,3 +281,30 @@ def test_apply_batch_calls_before_retry_after_each_backoff(
     result = store.apply_batch([ev("t", "1")], before_retry=lambda: log.append("before_retry"))
     assert result.attempts == 3
     assert log == ["sleep", "before_retry"] * 2
+
+
+def test_a_commit_that_lost_its_connection_is_reported_uncertain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The outcome of a COMMIT whose connection broke is unknown: it may have committed,
+    and the retry then counts the batch again. The result says how many events that was."""
+    store, _, _ = scripted_store(monkeypatch, Script([]), RetryPolicy(max_attempts=3))
+    attempts = iter(["at commit", "fine"])
+
+    def apply_once(batch: Prepared, shard: int) -> int:
+        if next(attempts) == "at commit":
+            store._committing = True
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        store._committing = False
+        return batch.distinct
+
+    monkeypatch.setattr(store, "_apply_once", apply_once)
+    result = store.apply_batch([ev("t", "1"), ev("t", "2")])
+    assert result.uncertain == 2
+    assert result.retries == {"connection": 1}
+
+
+def test_a_failure_before_commit_is_not_uncertain(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = Script([psycopg.OperationalError("server closed the connection")])
+    store, _, _ = scripted_store(monkeypatch, script, RetryPolicy(max_attempts=3))
+    assert store.apply_batch([ev("t", "1")]).uncertain == 0
