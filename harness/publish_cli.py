@@ -1,0 +1,149 @@
+"""``python -m harness publish``: the seed's publisher against ``harness serve``."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.generator import Generator, Workload
+from harness.http_publisher import HttpPublisher, PublishError, wait_healthy
+from harness.publisher import PublishPlan
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+
+
+def _stats(client: httpx.Client, url: str) -> dict[str, Any]:
+    response = client.get(f"{url}/stats")
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    err = Console(stderr=True, highlight=False)
+    seed = args.seed if args.seed is not None else time.time_ns() // 1000 % 2**31
+    try:
+        workload = Workload(
+            events=args.events,
+            duplicate_rate=args.duplicate_rate,
+            topics=args.topics,
+            payload_bytes=args.payload_bytes,
+            seed=seed,
+        )
+        if args.batch < 1:
+            raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+        return EXIT_USAGE
+    generator = Generator(workload)
+    url = args.url.rstrip("/")
+    (plan,) = PublishPlan.split(workload, 1, pipeline=args.batch)
+
+    with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+        try:
+            wait_healthy(client, url, args.wait)
+            before = _stats(client, url)
+        except (PublishError, httpx.HTTPError) as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
+            return EXIT_USAGE
+        publisher = HttpPublisher(client, url)
+        failure: list[BaseException] = []
+        thread = threading.Thread(target=lambda: _guard(failure, publisher.run, plan), daemon=True)
+        started = time.monotonic()
+        with Progress(
+            TextColumn("publishing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8,.0f} events/s  retries {task.fields[retries]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("publish", total=workload.events, rate=0.0, retries=0)
+            thread.start()
+            while thread.is_alive():
+                thread.join(0.2)
+                elapsed = time.monotonic() - started
+                bar.update(
+                    task,
+                    completed=publisher.stats.events,
+                    rate=publisher.stats.events / elapsed if elapsed else 0.0,
+                    retries=publisher.stats.retries,
+                )
+        duration = time.monotonic() - started
+        sent = publisher.stats.events
+        console.print(
+            f"sent {sent:,} events ({generator.expected_unique:,} distinct, "
+            f"{sent - generator.expected_unique:,} re-sends) in {duration:.2f} s = "
+            f"{sent / duration if duration else 0:,.0f} events/s; {publisher.stats.requests:,} "
+            f"requests, {publisher.stats.retries} retried; seed {seed}"
+        )
+        if failure:
+            err.print(f"[bold red]error:[/bold red] {failure[0]}", soft_wrap=True)
+            return EXIT_MISMATCH
+        if not args.verify:
+            return EXIT_OK
+        return _verify(
+            client,
+            url,
+            before,
+            sent,
+            generator.expected_unique,
+            publisher.stats.retries * args.batch,
+            console,
+            err,
+        )
+
+
+def _guard(failure: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:
+        failure.append(exc)
+
+
+def _verify(
+    client: httpx.Client,
+    url: str,
+    before: dict[str, Any],
+    sent: int,
+    distinct: int,
+    maybe_resent: int,
+    console: Console,
+    err: Console,
+) -> int:
+    """Wait until the service has stored everything, then compare /stats with the truth."""
+    deadline = time.monotonic() + 120
+    with console.status("waiting for the service to store everything…"):
+        while True:
+            after = _stats(client, url)
+            received = after["received"] - before["received"]
+            if after["pending"] == 0 and received >= sent:
+                break
+            if time.monotonic() > deadline:
+                err.print(f"[bold red]error:[/bold red] not stored after 120 s: {after}")
+                return EXIT_MISMATCH
+            time.sleep(0.2)
+    unique = after["unique_processed"] - before["unique_processed"]
+    duplicate = after["duplicate_dropped"] - before["duplicate_dropped"]
+    console.print(
+        f"service counted: received {received:,}, unique_processed {unique:,}, "
+        f"duplicate_dropped {duplicate:,} (this run's share of /stats)"
+    )
+    problems = []
+    if not sent <= received <= sent + maybe_resent:
+        problems.append(f"received {received:,} but {sent:,} were sent")
+    if unique != distinct:
+        problems.append(f"unique_processed {unique:,} but {distinct:,} distinct events were sent")
+    if duplicate != received - unique:
+        problems.append(f"duplicate_dropped {duplicate:,} != received − unique")
+    if problems:
+        err.print("[bold red]mismatch:[/bold red] " + "; ".join(problems), soft_wrap=True)
+        return EXIT_MISMATCH
+    console.print("[green]every event stored exactly once[/green]")
+    return EXIT_OK
