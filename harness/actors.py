@@ -64,9 +64,16 @@ class ConsumerActor:
         self.runner = _Runner()
         self.consumer: Consumer | None = None
 
-    def start(self, config: ConsumerConfig, isolation: str, prefix: str) -> str:
+    def start(
+        self, config: ConsumerConfig, isolation: str, prefix: str, counter: str = "atomic"
+    ) -> str:
         """Connect, then consume on a thread. Returns the node it runs on."""
-        store = Store(self.settings.pg_dsn, schema=self.settings.pg_schema, isolation=isolation)
+        store = Store(
+            self.settings.pg_dsn,
+            schema=self.settings.pg_schema,
+            isolation=isolation,
+            counter=counter,
+        )
         store.connect()  # now, so the trial starts with every consumer ready
         client = broker_mod.connect(self.settings.redis_url)
         client.ping()

@@ -53,10 +53,23 @@ class Backlog:
     length: int  # entries in the stream (acknowledged ones until trimmed)
     pending: int  # delivered, not acknowledged
     undelivered: bool  # entries exist beyond the group's last-delivered id
+    #: entries not yet delivered (Redis ≥ 7 reports it; on 6.2 ``None``)
+    lag: int | None = None
 
     @property
     def drained(self) -> bool:
         return self.pending == 0 and not self.undelivered
+
+    @property
+    def unacknowledged(self) -> int:
+        """Entries queued or in flight: not yet delivered, or delivered and not acknowledged.
+
+        Without Redis 7's ``lag``, the stream length stands in for the undelivered part
+        (an upper bound: it also holds acknowledged entries not yet trimmed).
+        """
+        if not self.undelivered:
+            return self.pending
+        return self.pending + (self.lag if self.lag is not None else self.length)
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
@@ -182,6 +195,9 @@ class StreamBroker:
         pipe.xack(self.keys.stream, self.keys.group, delivery.entry_id)
         pipe.execute()
 
+    def dead_letter_count(self) -> int:
+        return int(self.client.xlen(self.keys.dead_letter))
+
     def dead_letters(self, count: int = 100) -> list[tuple[bytes, dict[bytes, bytes]]]:
         return list(self.client.xrange(self.keys.dead_letter, count=count) or [])  # type: ignore[arg-type]
 
@@ -199,6 +215,7 @@ class StreamBroker:
             length=int(stream["length"]),
             pending=int(group["pending"]),
             undelivered=last_delivered < last_generated,
+            lag=None if group.get("lag") is None else int(group["lag"]),
         )
 
     def trim(self) -> int:

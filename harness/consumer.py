@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from harness import events, latency
-from harness.broker import Delivery, StreamBroker
+from harness.broker import FIELD_COUNT, Delivery, StreamBroker
 from harness.store import Store
 
 
@@ -35,7 +35,8 @@ class ConsumerConfig:
     claim_idle_ms: int = 2000
     reclaim_every_s: float = 0.5
     trim_every_s: float = 0.5
-    #: counter shard this consumer writes to (strategies other than ``atomic`` use it)
+    #: counter row this consumer adds to under the ``sharded`` strategy (the others use
+    #: row 0): give each concurrent consumer its own, or they share one hot row again
     shard: int = 0
     #: fault injection: exit the process, unacknowledged, after this many commits
     crash_after_commits: int | None = None
@@ -134,46 +135,63 @@ class Consumer:
         return self.broker.read(cfg.name, cfg.read_count, cfg.block_ms)
 
     def apply(self, deliveries: list[Delivery]) -> int:
-        """Apply these entries in one transaction, then acknowledge them."""
-        batch: list[dict[str, Any]] = []
-        weights: list[tuple[int, int]] = []  # (created_ns, events) per entry, for latency
-        good: list[bytes] = []
+        """Apply these entries in one transaction, then acknowledge them.
+
+        Returns how many events were committed. Entries that do not decode or validate
+        are dead-lettered first; an entry PostgreSQL refuses is found by splitting the
+        batch and dead-lettered alone, so it never holds back the rest of its batch.
+        """
+        decoded = []
         for delivery in deliveries:
-            decoded = self._decode(delivery)
-            if decoded is None:
-                continue
-            batch.extend(decoded)
-            good.append(delivery.entry_id)
-            weights.append((delivery.created_ns, len(decoded)))
-            if delivery.redelivered:
-                self.stats.redelivered += len(decoded)
-        if batch:
-            try:
-                result = self.store.apply_batch(
-                    batch,
-                    shard=self.config.shard,
-                    before_retry=lambda: self.broker.touch(self.config.name, good),
-                )
-            except psycopg.OperationalError:
-                # The retry policy gave up (a retry storm or a database that stays
-                # away). Nothing committed, nothing acknowledged: the entries stay
-                # pending, and this consumer reads its own pending ones again first.
-                self.stats.gave_up += 1
-                self._own_pending_done = False
+            items = self._decode(delivery)
+            if items is not None:
+                decoded.append((delivery, items))
+        return self._apply_decoded(decoded)
+
+    def _apply_decoded(self, items: list[tuple[Delivery, list[dict[str, Any]]]]) -> int:
+        if not items:
+            return 0
+        ids = [delivery.entry_id for delivery, _ in items]
+        batch = [event for _, evs in items for event in evs]
+        try:
+            result = self.store.apply_batch(
+                batch,
+                shard=self.config.shard,
+                before_retry=lambda: self.broker.touch(self.config.name, ids),
+            )
+        except psycopg.OperationalError:
+            # The retry policy gave up (a retry storm or a database that stays
+            # away). Nothing committed, nothing acknowledged: the entries stay
+            # pending, and this consumer reads its own pending ones again first.
+            self.stats.gave_up += 1
+            self._own_pending_done = False
+            return 0
+        except psycopg.DatabaseError as exc:
+            # Not transient: something in the batch is refused by PostgreSQL itself.
+            if len(items) == 1:
+                delivery, evs = items[0]
+                reason = f"PostgreSQL refused it ({exc.sqlstate}): {str(exc).strip()[:300]}"
+                self.broker.dead_letter(delivery, reason, consumer=self.config.name)
+                self.stats.rejected += len(evs)
                 return 0
-            committed_ns = self._clock_ns()
-            self._maybe_crash()
-            self.stats.batches += 1
-            self.stats.last_commit_ns = committed_ns
-            self.stats.received += result.received
-            self.stats.unique += result.unique
-            self.stats.duplicate += result.duplicate
-            self.stats.retries.update(result.retries)
-            self.stats.redelivered += result.uncertain
-            for created_ns, count in weights:
-                if created_ns and count:
-                    latency.record(self.stats.histogram, (committed_ns - created_ns) // 1000, count)
-        self.broker.ack(good)
+            half = len(items) // 2
+            return self._apply_decoded(items[:half]) + self._apply_decoded(items[half:])
+        committed_ns = self._clock_ns()
+        self._maybe_crash()
+        self.stats.batches += 1
+        self.stats.last_commit_ns = committed_ns
+        self.stats.received += result.received
+        self.stats.unique += result.unique
+        self.stats.duplicate += result.duplicate
+        self.stats.retries.update(result.retries)
+        self.stats.redelivered += result.uncertain
+        for delivery, evs in items:
+            if delivery.redelivered:
+                self.stats.redelivered += len(evs)
+            if delivery.created_ns and evs:
+                micros = (committed_ns - delivery.created_ns) // 1000
+                latency.record(self.stats.histogram, micros, len(evs))
+        self.broker.ack(ids)
         return len(batch)
 
     def _decode(self, delivery: Delivery) -> list[dict[str, Any]] | None:
@@ -183,7 +201,10 @@ class Consumer:
             return [events.validate(item).to_dict() for item in items]
         except (events.InvalidEvent, ValueError) as exc:
             self.broker.dead_letter(delivery, str(exc), consumer=self.config.name)
-            self.stats.rejected += 1
+            try:
+                self.stats.rejected += max(1, int(delivery.fields.get(FIELD_COUNT, b"1")))
+            except ValueError:
+                self.stats.rejected += 1
             return None
 
     def _maybe_crash(self) -> None:

@@ -25,12 +25,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.store import Isolation
+from harness.store import CounterStrategy, Isolation
 
 #: Values each categorical axis accepts today; later axes extend these sets.
 CHOICES: dict[str, tuple[str, ...]] = {
     "isolation": tuple(i.value for i in Isolation),
-    "counter": ("atomic",),
+    "counter": tuple(c.value for c in CounterStrategy),
     "broker": ("stream",),
     "ingress": ("redis",),
     "fault": ("none",),
@@ -89,6 +89,7 @@ class TrialParams:
             raise ExperimentError(f"timeout_s must be > 0, got {self.timeout_s}")
         try:
             object.__setattr__(self, "isolation", Isolation.parse(self.isolation).value)
+            object.__setattr__(self, "counter", CounterStrategy.parse(self.counter).value)
         except ValueError as exc:
             raise ExperimentError(str(exc)) from None
         for name, allowed in CHOICES.items():

@@ -67,7 +67,13 @@ class LiveProgress:
         if self._live is not None:
             self._live.stop()
             self._live = None
-        if result.invariant_ok:
+        if result.invariant_ok and result.anomalies:
+            verdict = (
+                f"[yellow]expected anomaly[/yellow] ({result.trial.params.counter} at "
+                f"{result.trial.params.isolation}): {result.lost_updates:,} updates lost; "
+                "stored data exact"
+            )
+        elif result.invariant_ok:
             verdict = "[green]invariants hold[/green]"
         else:
             verdict = "[bold red]FAILED[/bold red]: " + (
@@ -109,7 +115,12 @@ def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Tab
     ):
         table.add_column(name, justify="right")
     for r in results:
-        ok = "[green]hold[/green]" if r.invariant_ok else "[red]FAIL[/red]"
+        if not r.invariant_ok:
+            ok = "[red]FAIL[/red]"
+        elif r.anomalies:
+            ok = f"[yellow]anomaly −{r.lost_updates:,}[/yellow]"
+        else:
+            ok = "[green]hold[/green]"
         table.add_row(
             *(str(getattr(r.trial.params, c)) for c in columns),
             f"{r.events_published:,}",

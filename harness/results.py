@@ -46,6 +46,10 @@ class TrialResult:
     connection_retries: int
     #: broken invariants, one line each; empty when the trial holds
     violations: tuple[str, ...] = ()
+    #: counter breaks expected of the trial's counter strategy at its isolation level
+    anomalies: tuple[str, ...] = ()
+    #: events whose count in ``received`` a lost update overwrote (see invariants.Verdict)
+    lost_updates: int = 0
     error: str | None = None
 
     @property
@@ -76,6 +80,8 @@ class TrialResult:
             "redelivered": self.redelivered,
             "rejected": self.rejected,
             "invariant_ok": self.invariant_ok,
+            "anomaly": bool(self.anomalies),
+            "lost_updates": self.lost_updates,
             "duration_s": round(self.duration_s, 4),
             "throughput_eps": round(self.throughput_eps, 1),
             "reset_s": round(self.reset_s, 4),
@@ -88,6 +94,7 @@ class TrialResult:
             "deadlocks": self.deadlocks,
             "connection_retries": self.connection_retries,
             "violations": " | ".join(self.violations),
+            "anomalies": " | ".join(self.anomalies),
             "error": self.error or "",
         }
 

@@ -149,9 +149,11 @@ class Runner:
                         batch_size=p.batch_size,
                         entry_size=p.entry_size,
                         claim_idle_ms=p.claim_idle_ms,
+                        shard=i,  # used by the sharded counter strategy only
                     ),
                     p.isolation,
                     self.keys.prefix,
+                    p.counter,
                 )
                 for i, c in enumerate(consumers)
             ]
@@ -243,7 +245,7 @@ class Runner:
                 retries[state] = retries.get(state, 0) + n
         redelivered = sum(r["redelivered"] for r in reports)
         published = outcome["published"] if outcome else 0
-        violations: tuple[str, ...] = ()
+        verdict = invariants.Verdict(violations=(), anomalies=(), lost_updates=0)
         if outcome:
             if published != generator.total:
                 error = f"publishers sent {published} events, the workload has {generator.total}"
@@ -253,8 +255,10 @@ class Runner:
                 counters=counters,
                 stored=stored,
                 redelivered=redelivered,
+                counter=trial.params.counter,
+                isolation=trial.params.isolation,
             )
-            violations = tuple(invariants.check(evidence))
+            verdict = invariants.classify(evidence)
         hist = latency.merge(r["histogram"] for r in reports)
         return TrialResult(
             trial=trial,
@@ -276,6 +280,8 @@ class Runner:
             serialization_failures=retries.get(SERIALIZATION_FAILURE, 0),
             deadlocks=retries.get(DEADLOCK_DETECTED, 0),
             connection_retries=retries.get("connection", 0),
-            violations=violations,
+            violations=verdict.violations,
+            anomalies=verdict.anomalies,
+            lost_updates=verdict.lost_updates,
             error=error,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import enum
 import random
 import re
@@ -20,6 +21,8 @@ from harness.retry import RETRYABLE_SQLSTATES, RetryPolicy
 
 SCHEMA_VERSION = 1
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: the ``event_stats`` row that ``atomic`` and ``rmw`` count on; ``reset()`` recreates it
+HOT_ROW = 0
 
 
 class Isolation(enum.Enum):
@@ -47,6 +50,52 @@ class Isolation(enum.Enum):
     @property
     def psycopg(self) -> psycopg.IsolationLevel:
         return psycopg.IsolationLevel[self.name]
+
+
+class CounterStrategy(enum.Enum):
+    """How ``apply_batch`` adds a batch to the counters, in the batch's own transaction.
+
+    - ``atomic``: ``x = x + n`` on the one row ``shard = 0``. Concurrent batches queue
+      on that row's lock; at REPEATABLE READ and SERIALIZABLE the losers get 40001.
+    - ``rmw``: read the row, add in Python, write the sums back: the seed report's
+      "WRONG" example, kept to measure it. At READ COMMITTED a batch that read the row
+      before a concurrent batch committed overwrites that batch's counts (a lost
+      update); at REPEATABLE READ and SERIALIZABLE the same conflict is a 40001.
+    - ``sharded``: ``x = x + n`` on the caller's own row ``shard = <shard>``, so
+      consumers with distinct shards never touch the same row; readers sum the rows.
+    """
+
+    ATOMIC = "atomic"
+    RMW = "rmw"
+    SHARDED = "sharded"
+
+    @classmethod
+    def parse(cls, value: str | CounterStrategy) -> CounterStrategy:
+        """Accepts ``atomic``, ``rmw`` (or ``read-modify-write``), ``sharded``, any case."""
+        if isinstance(value, CounterStrategy):
+            return value
+        norm = re.sub(r"[\s-]+", "_", str(value).strip().lower())
+        norm = {"read_modify_write": "rmw"}.get(norm, norm)
+        try:
+            return cls(norm)
+        except ValueError:
+            choices = ", ".join(c.value for c in cls)
+            raise ValueError(
+                f"unknown counter strategy {value!r}; choose one of {choices}"
+            ) from None
+
+    @property
+    def safe_isolations(self) -> frozenset[Isolation]:
+        """The isolation levels at which this strategy is expected to count exactly."""
+        if self is CounterStrategy.RMW:
+            # Hermitage: lost update (P4) is possible at READ COMMITTED only.
+            return frozenset({Isolation.REPEATABLE_READ, Isolation.SERIALIZABLE})
+        return frozenset(Isolation)
+
+    def safe_at(self, isolation: Isolation | str) -> bool:
+        """Whether exact counters are expected at ``isolation``; where they are not, a
+        shortfall is the strategy's known anomaly rather than a bug."""
+        return Isolation.parse(isolation) in self.safe_isolations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +187,7 @@ class Store:
         *,
         schema: str = "harness",
         isolation: Isolation | str = Isolation.READ_COMMITTED,
+        counter: CounterStrategy | str = CounterStrategy.ATOMIC,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         chance: Callable[[], float] = random.random,
@@ -148,6 +198,7 @@ class Store:
         self.dsn = dsn
         self.schema = schema
         self.isolation = Isolation.parse(isolation)
+        self.counter = CounterStrategy.parse(counter)
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._chance = chance
@@ -214,7 +265,11 @@ class Store:
         )
 
     def reset(self) -> None:
-        """Empty the events table and zero the counters."""
+        """Empty the events table and zero the counters.
+
+        Leaves ``event_stats`` with row 0 only: ``atomic`` and ``rmw`` need that row,
+        and ``sharded`` recreates its own rows on first use.
+        """
         with self.conn.transaction():
             self._run("reset")
 
@@ -234,6 +289,9 @@ class Store:
         before_retry: Callable[[], None] | None = None,
     ) -> ApplyResult:
         """Store a batch exactly once per key and count it, in ONE transaction.
+
+        The store's counter strategy does the counting; only ``sharded`` uses ``shard``
+        (give each concurrent caller its own), the others count on row 0.
 
         Retries the whole transaction on serialization failures, deadlocks and lost
         connections, with the retry policy's backoff, calling ``before_retry`` before
@@ -290,17 +348,33 @@ class Store:
                 },
             )
             unique = cur.rowcount
-            self._run(
-                "add_counters",
-                {
-                    "received": batch.received,
-                    "unique": unique,
-                    "duplicate": batch.received - unique,
-                    "shard": shard,
-                },
-            )
+            self._count(batch.received, unique, shard)
             self._committing = True  # leaving the block sends COMMIT
         return unique
+
+    def _count(self, received: int, unique: int, shard: int) -> None:
+        """Add one batch to the counters, inside the batch's transaction."""
+        added = {"received": received, "unique": unique, "duplicate": received - unique}
+        match self.counter:
+            case CounterStrategy.ATOMIC:
+                self._run("add_counters", {**added, "shard": HOT_ROW})
+            case CounterStrategy.SHARDED:
+                self._run("add_shard_counters", {**added, "shard": shard})
+            case CounterStrategy.RMW:
+                row = self._run("read_counter_row", {"shard": HOT_ROW}).fetchone()
+                if row is None:
+                    raise RuntimeError(f"event_stats has no row {HOT_ROW}: run Store.reset()")
+                # The lost update, on purpose: between this read and the write below a
+                # concurrent batch may commit its own sums, which the write overwrites.
+                self._run(
+                    "write_counter_row",
+                    {
+                        "received": int(row[0]) + received,
+                        "unique": int(row[1]) + unique,
+                        "duplicate": int(row[2]) + received - unique,
+                        "shard": HOT_ROW,
+                    },
+                )
 
     # -- reading and verifying --------------------------------------------------------
 
@@ -321,3 +395,44 @@ class Store:
             lost, unexpected = self._one("compare_expected")
             self._run("drop_expected")
         return Verification(int(rows), int(distinct), int(lost), int(unexpected))
+
+    # -- the read side (HTTP service) -------------------------------------------------
+
+    def ping(self) -> None:
+        self._one("ping")
+
+    def topic_count(self) -> int:
+        return int(self._one("topic_count")[0])
+
+    def list_events(
+        self,
+        *,
+        topic: str | None = None,
+        since: dt.datetime | None = None,
+        before: tuple[dt.datetime, str, str] | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Stored events, newest first by timestamp; ``before`` is the last row of a page."""
+        before_ts, before_topic, before_id = before or (None, None, None)
+        cur = self._run(
+            "list_events",
+            {
+                "topic": topic,
+                "since": since,
+                "before_ts": before_ts,
+                "before_topic": before_topic,
+                "before_id": before_id,
+                "limit": limit,
+            },
+        )
+        return [
+            {
+                "topic": topic_,
+                "event_id": event_id,
+                "timestamp": ts.isoformat().replace("+00:00", "Z"),
+                "source": source,
+                "payload": payload,
+                "processed_at": processed_at.isoformat().replace("+00:00", "Z"),
+            }
+            for topic_, event_id, ts, source, payload, processed_at in cur.fetchall()
+        ]

@@ -12,10 +12,43 @@ FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
 ON CONFLICT (topic, event_id) DO NOTHING
 
 -- add_counters --
+-- Counter strategy "atomic": the increment happens in the row, under its lock, so no
+-- concurrent batch's count is ever overwritten.
 UPDATE event_stats
 SET received = received + %(received)s,
     unique_processed = unique_processed + %(unique)s,
     duplicate_dropped = duplicate_dropped + %(duplicate)s,
+    updated_at = now()
+WHERE shard = %(shard)s
+
+-- add_shard_counters --
+-- Counter strategy "sharded": the same x = x + n, on the caller's own row. An upsert
+-- rather than a separate "ensure the row exists" step: one statement per batch like
+-- "atomic", and the row comes back by itself after reset() deletes it.
+INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped)
+VALUES (%(shard)s, %(received)s, %(unique)s, %(duplicate)s)
+ON CONFLICT (shard) DO UPDATE
+SET received = s.received + excluded.received,
+    unique_processed = s.unique_processed + excluded.unique_processed,
+    duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
+    updated_at = now()
+
+-- read_counter_row --
+-- Counter strategy "rmw", step 1: a plain read, deliberately without FOR UPDATE (the
+-- seed report's "WRONG" example). At READ COMMITTED nothing stops another batch from
+-- committing between this read and the write below.
+SELECT received, unique_processed, duplicate_dropped
+FROM event_stats
+WHERE shard = %(shard)s
+
+-- write_counter_row --
+-- Counter strategy "rmw", step 2: write back sums computed in Python. At READ COMMITTED
+-- this overwrites whatever committed since the read (a lost update); at REPEATABLE READ
+-- and SERIALIZABLE PostgreSQL refuses it with 40001 and the batch is retried.
+UPDATE event_stats
+SET received = %(received)s,
+    unique_processed = %(unique)s,
+    duplicate_dropped = %(duplicate)s,
     updated_at = now()
 WHERE shard = %(shard)s
 
@@ -26,6 +59,8 @@ SELECT coalesce(sum(received), 0)::bigint AS received,
 FROM event_stats
 
 -- reset --
+-- Deletes the shard rows rather than zeroing them: "sharded" recreates its own on first
+-- use, and row 0, which "atomic" and "rmw" count on, is put back.
 TRUNCATE processed_events;
 DELETE FROM event_stats;
 INSERT INTO event_stats (shard) VALUES (0)
@@ -68,3 +103,24 @@ SELECT coalesce(max(version), 0) AS version FROM schema_version
 -- set_schema_version --
 DELETE FROM schema_version;
 INSERT INTO schema_version (version) VALUES (%(version)s)
+
+-- ============ read side (the HTTP service) ============
+
+-- list_events --
+-- Newest first by the event's own timestamp; the key breaks ties so that the cursor
+-- (the last row's ts, topic, event_id) pages without skipping or repeating a row.
+SELECT topic, event_id, ts, source, payload, processed_at
+FROM processed_events
+WHERE (%(topic)s::text IS NULL OR topic = %(topic)s::text)
+  AND (%(since)s::timestamptz IS NULL OR ts >= %(since)s::timestamptz)
+  AND (%(before_ts)s::timestamptz IS NULL
+       OR (ts, topic, event_id) < (%(before_ts)s::timestamptz, %(before_topic)s::text,
+                                   %(before_id)s::text))
+ORDER BY ts DESC, topic DESC, event_id DESC
+LIMIT %(limit)s
+
+-- topic_count --
+SELECT count(DISTINCT topic)::bigint FROM processed_events
+
+-- ping --
+SELECT 1

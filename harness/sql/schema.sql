@@ -14,8 +14,9 @@ CREATE TABLE IF NOT EXISTS processed_events (
 
 CREATE INDEX IF NOT EXISTS processed_events_topic_ts ON processed_events (topic, ts);
 
--- One row per counter shard. The "atomic" strategy uses shard 0 only; readers sum all
--- rows, so strategies that spread the counters over shards need no other reader.
+-- One row per counter shard. The "atomic" and "rmw" strategies use shard 0 only;
+-- "sharded" gives each consumer a row of its own. Readers sum all rows, so strategies
+-- that spread the counters over shards need no other reader.
 CREATE TABLE IF NOT EXISTS event_stats (
     shard             integer PRIMARY KEY,
     received          bigint NOT NULL DEFAULT 0,

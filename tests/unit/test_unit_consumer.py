@@ -147,12 +147,43 @@ def test_a_batch_the_retry_policy_gave_up_on_stays_pending() -> None:
     assert c.stats.batches == 0 and c.stats.received == 0
 
 
-def test_other_database_errors_are_not_swallowed() -> None:
-    broker, store = FakeBroker(), FakeStore(fail=psycopg.errors.UniqueViolation())
+def test_an_entry_the_database_refuses_is_dead_lettered_alone() -> None:
+    broker, store = FakeBroker(), FakeStore(fail=psycopg.errors.CheckViolation())
     c = consumer(store, broker)
-    with pytest.raises(psycopg.errors.UniqueViolation):
-        c.apply([delivery(b"1-0", orjson.dumps([event(1)]))])
+    assert c.apply([delivery(b"1-0", orjson.dumps([event(1), event(2)]))]) == 0
     assert broker.acked == []
+    ((entry, reason),) = broker.dead
+    assert entry == b"1-0" and reason.startswith("PostgreSQL refused it (23514)")
+    assert c.stats.rejected == 2 and c.stats.batches == 0
+
+
+class PoisonStore(FakeStore):
+    """Refuses any batch holding event e13, as a CHECK constraint would."""
+
+    def apply_batch(
+        self, batch: list[dict[str, Any]], *, shard: int = 0, **kwargs: Any
+    ) -> ApplyResult:
+        self.fail = (
+            psycopg.errors.CheckViolation() if any(e["event_id"] == "e13" for e in batch) else None
+        )
+        return super().apply_batch(batch, shard=shard, **kwargs)
+
+
+def test_a_refused_entry_never_holds_back_the_rest_of_its_batch() -> None:
+    broker, store = FakeBroker(), PoisonStore()
+    c = consumer(store, broker)
+    entries = [delivery(f"{i}-0".encode(), orjson.dumps([event(i)])) for i in range(10, 18)]
+    assert c.apply(entries) == 7
+    assert [entry for entry, _ in broker.dead] == [b"13-0"]
+    assert sorted(broker.acked) == sorted(d.entry_id for d in entries if d.entry_id != b"13-0")
+    assert c.stats.received == 7 and c.stats.rejected == 1
+    committed = [
+        e["event_id"]
+        for b in store.batches
+        if not any(x["event_id"] == "e13" for x in b)
+        for e in b
+    ]
+    assert sorted(committed) == sorted(f"e{i}" for i in range(10, 18) if i != 13)
 
 
 def test_entries_in_hand_are_touched_before_each_retry() -> None:

@@ -161,7 +161,7 @@ def test_override_of_the_wrong_type_is_rejected(assignment: str) -> None:
         "events=-5",
         "duplicate_rate=1.0",
         "isolation=chaos",
-        "counter=rmw",
+        "counter=optimistic",
         "broker=kafka",
         "timeout_s=0",
         "repeat=0",
@@ -250,7 +250,7 @@ def test_load_reads_a_file(tmp_path: Path) -> None:
         ("[params]\nconsumerz = 3\n", "consumerz"),
         ("[params]\nconsumers = 0\n", "consumers"),
         ('[params]\nconsumers = "abc"\n', "whole number"),
-        ('[sweep]\ncounter = ["atomic", "rmw"]\n', "rmw"),
+        ('[sweep]\ncounter = ["atomic", "optimistic"]\n', "optimistic"),
         ('seed = "x"\n', "seed"),
     ],
 )
