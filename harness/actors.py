@@ -7,16 +7,21 @@ event) while the work goes on. Actors are kept across the trials of a run.
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 import traceback
 from typing import Any
 
+import httpx
 import ray
+import uvicorn
 
 from harness import broker as broker_mod
 from harness import latency
 from harness.config import Settings
 from harness.consumer import Consumer, ConsumerConfig
+from harness.http_publisher import HttpPublisher
 from harness.keys import Keys
 from harness.publisher import Publisher, PublishPlan
 from harness.store import Store
@@ -103,15 +108,24 @@ class ConsumerActor:
 
 @ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0)
 class PublisherActor:
+    """Publishes its slice of the workload: straight to Redis, or over HTTP to a service."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.runner = _Runner()
-        self.publisher: Publisher | None = None
+        self.publisher: Publisher | HttpPublisher | None = None
+        self._close: Any = None
 
-    def start(self, plan: PublishPlan, prefix: str) -> str:
-        client = broker_mod.connect(self.settings.redis_url)
-        client.ping()
-        publisher = Publisher(broker_mod.StreamBroker(client, Keys(prefix)))
+    def start(self, plan: PublishPlan, prefix: str, ingress_url: str | None = None) -> str:
+        publisher: Publisher | HttpPublisher
+        if ingress_url:
+            http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+            publisher, self._close = HttpPublisher(http, ingress_url), http.close
+        else:
+            client = broker_mod.connect(self.settings.redis_url)
+            client.ping()
+            publisher = Publisher(broker_mod.StreamBroker(client, Keys(prefix)))
+            self._close = client.close
         self.publisher = publisher
         self.runner.start(lambda stop: publisher.run(plan, stop))
         return str(ray.get_runtime_context().get_node_id())
@@ -124,6 +138,7 @@ class PublisherActor:
             "entries": stats.entries,
             "backpressure_s": stats.backpressure_s,
             "first_publish_ns": stats.first_publish_ns,
+            "http_retries": getattr(stats, "retries", 0),
             "running": self.runner.running,
             "error": self.runner.error,
         }
@@ -131,5 +146,42 @@ class PublisherActor:
     def stop(self) -> dict[str, Any]:
         assert self.publisher is not None
         self.runner.stop()
-        self.publisher.broker.client.close()
+        self._close()
         return self.progress()
+
+
+@ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0)
+class ServiceActor:
+    """The HTTP service, ingress only (no consumers), for ``ingress = http`` trials."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        """Serve on a free port of this node; returns the URL publishers should use."""
+        from harness.service import ServiceConfig, create_app
+
+        host = ray.util.get_node_ip_address()
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        app = create_app(self.settings, ServiceConfig(host=host, port=port, consumers=0))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        url = f"http://{host}:{port}"
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP service did not start on {url}")
+            time.sleep(0.05)
+        return url
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(30)

@@ -32,7 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "isolation": tuple(i.value for i in Isolation),
     "counter": tuple(c.value for c in CounterStrategy),
     "broker": ("stream",),
-    "ingress": ("redis",),
+    "ingress": ("redis", "http"),
     "fault": ("none",),
 }
 
@@ -60,7 +60,8 @@ class TrialParams:
     broker: str = "stream"
     ingress: str = "redis"
     fault: str = "none"
-    #: stream entries per pipelined XADD round trip
+    #: stream entries per pipelined XADD round trip (ingress = redis), or events per
+    #: POST /publish request (ingress = http)
     publish_pipeline: int = 100
     #: publishers pause while the stream holds more entries than this (0: never)
     max_backlog: int = 0

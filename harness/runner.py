@@ -18,7 +18,7 @@ from ray.exceptions import RayActorError
 
 from harness import broker as broker_mod
 from harness import invariants, latency
-from harness.actors import ConsumerActor, PublisherActor
+from harness.actors import ConsumerActor, PublisherActor, ServiceActor
 from harness.config import Settings
 from harness.consumer import ConsumerConfig
 from harness.experiment import Trial
@@ -88,8 +88,13 @@ class Runner:
         self.broker = broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), self.keys)
         self._consumers: list[Any] = []
         self._publishers: list[Any] = []
+        self._service: Any = None
+        self._service_url = ""
 
     def close(self) -> None:
+        if self._service is not None:
+            ray.get(self._service.stop.remote())
+            self._consumers.append(self._service)  # killed below with the others
         for actor in [*self._consumers, *self._publishers]:
             ray.kill(actor)
         self._consumers.clear()
@@ -97,6 +102,13 @@ class Runner:
         self.broker.client.delete(*self.keys.all())
         self.broker.client.close()
         self.store.close()
+
+    def _ingress_url(self) -> str:
+        """The URL of this run's ingress-only HTTP service, started on first use."""
+        if self._service is None:
+            self._service = self._new_actor(ServiceActor)
+            self._service_url = ray.get(self._service.start.remote())
+        return self._service_url
 
     def _new_actor(self, cls: Any) -> Any:
         # SPREAD: on a cluster, actors go to as many nodes as possible.
@@ -165,10 +177,11 @@ class Runner:
             pipeline=p.publish_pipeline,
             max_backlog=p.max_backlog,
         )
+        ingress_url = self._ingress_url() if p.ingress == "http" else None
         started = self._clock()
         ray.get(
             [
-                pub.start.remote(plan, self.keys.prefix)
+                pub.start.remote(plan, self.keys.prefix, ingress_url)
                 for pub, plan in zip(publishers, plans, strict=True)
             ]
         )

@@ -128,3 +128,44 @@ def test_an_unreachable_service_is_named_not_traced(tmp_path: Path) -> None:
     assert "Redis at redis://127.0.0.1:1/0 is not answering" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow
+def test_http_ingress_and_every_counter_strategy_hold_their_promises(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Publishers post to an ingress-only service the harness starts; rmw at READ
+    COMMITTED shows its expected anomaly without failing the run."""
+    proc = harness(
+        "run",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "r2",
+        "--set",
+        "events=4000",
+        "--set",
+        "consumers=4",
+        "--set",
+        "ingress=redis,http",
+        "--set",
+        "counter=atomic,rmw",
+        env=_env(settings),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = list(csv.DictReader((tmp_path / "smoke" / "r2" / "trials.csv").open()))
+    assert [(r["ingress"], r["counter"]) for r in rows] == [
+        ("redis", "atomic"),
+        ("redis", "rmw"),
+        ("http", "atomic"),
+        ("http", "rmw"),
+    ]
+    for row in rows:
+        assert row["invariant_ok"] == "True", row
+        assert int(row["db_rows"]) == int(row["expected_unique"])  # data is always exact
+        assert int(row["lost"]) == 0 and int(row["double_applied"]) == 0
+        if row["counter"] == "atomic":
+            assert int(row["received"]) == 4000 and row["anomaly"] == "False"
+        elif row["anomaly"] == "True":  # a lost update, measured
+            assert int(row["lost_updates"]) == 4000 - int(row["received"]) > 0
