@@ -93,13 +93,16 @@ class Consumer:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic: Callable[[], float] = time.monotonic,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
+        """``on_commit(seconds, events)`` is called after each committed batch (metrics)."""
         self.broker = broker
         self.store = store
         self.config = config
         self.stats = ConsumerStats()
         self._clock_ns = clock_ns
         self._monotonic = monotonic
+        self._on_commit = on_commit
         self._own_pending_done = False
         self._next_reclaim = 0.0
         self._next_trim = 0.0
@@ -153,6 +156,7 @@ class Consumer:
             return 0
         ids = [delivery.entry_id for delivery, _ in items]
         batch = [event for _, evs in items for event in evs]
+        began = self._monotonic()
         try:
             result = self.store.apply_batch(
                 batch,
@@ -178,6 +182,8 @@ class Consumer:
             return self._apply_decoded(items[:half]) + self._apply_decoded(items[half:])
         committed_ns = self._clock_ns()
         self._maybe_crash()
+        if self._on_commit is not None:
+            self._on_commit(self._monotonic() - began, result.received)
         self.stats.batches += 1
         self.stats.last_commit_ns = committed_ns
         self.stats.received += result.received

@@ -154,6 +154,12 @@ class Aggregator:
             "Time to validate and queue one POST /publish",
             registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "aggregator_batch_seconds",
+            "Time to apply one batch in PostgreSQL, retries included",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.pending = Gauge(
             "aggregator_pending_events",
             "Events queued or in flight, not yet stored",
@@ -192,6 +198,7 @@ class Aggregator:
                     claim_idle_ms=self.config.claim_idle_ms,
                     block_ms=200,
                 ),
+                on_commit=lambda seconds, _events: self.batch_seconds.observe(seconds),
             )
             self.workers.append(consumer)
             thread = threading.Thread(

@@ -150,6 +150,9 @@ def test_metrics_are_prometheus_text(service: TestClient) -> None:
     assert "aggregator_consumer_duplicate_total 1.0" in text
     assert "aggregator_pending_events 0.0" in text
     assert "aggregator_publish_seconds_bucket" in text
+    assert (
+        "aggregator_batch_seconds_count 1.0" in text or "aggregator_batch_seconds_count 2.0" in text
+    )
 
 
 def test_an_event_the_database_refuses_is_dead_lettered_and_the_rest_stored(
