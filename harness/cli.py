@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
     run.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="10× fewer events per trial (at least 1,000): a fast look",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue this run: skip the trials it has recorded already",
+    )
     _connection_flags(run)
 
     serve = sub.add_parser("serve", help="run the aggregator HTTP service")
@@ -186,6 +196,8 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     exp = experiment.load(experiment.find(args.name, _experiments_dir(args.experiments)))
+    if args.quick:
+        exp = exp.quick()
     exp = exp.with_overrides(args.overrides)
     trials = list(exp.trials())
     settings = _settings(args)
@@ -195,39 +207,60 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from harness import cluster, progress, results
     from harness.runner import Runner
 
-    run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.resume and args.run_id:
+        raise UsageError("give --resume RUN_ID or --run-id, not both")
+    run_id = args.resume or args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = settings.results_dir / exp.name / run_id
-    if out.exists():
-        raise experiment.ExperimentError(f"{out} exists already; choose another --run-id")
     varying = [k for k in exp.sweep]
-    console.print(
-        f"[bold]{exp.name}[/bold]: {len(trials)} trial{'s' if len(trials) != 1 else ''} → {out}"
-    )
-    writer = results.RunWriter(
-        out,
+    resolved = [
         {
-            "experiment": exp.to_dict(),
-            "resolved_trials": [
-                {
-                    "trial": t.index,
-                    "trial_id": t.trial_id,
-                    "repeat": t.repeat,
-                    "seed": t.seed,
-                    "params": dataclasses.asdict(t.params),
-                }
-                for t in trials
-            ],
-            "settings": {
-                "pg_dsn": services.redact(settings.pg_dsn),
-                "redis_url": services.redact(settings.redis_url),
-                "pg_schema": settings.pg_schema,
-                "key_prefix": settings.key_prefix,
+            "trial": t.index,
+            "trial_id": t.trial_id,
+            "repeat": t.repeat,
+            "seed": t.seed,
+            "params": dataclasses.asdict(t.params),
+        }
+        for t in trials
+    ]
+    if args.resume:
+        if not out.exists():
+            raise UsageError(f"no run {out} to resume")
+        writer, recorded = results.RunWriter.resume(out)
+        planned = {t["trial_id"] for t in writer.meta.get("resolved_trials", [])}
+        if planned != {t.trial_id for t in trials}:
+            raise UsageError(
+                f"{out} was run with other parameters; resume with the same experiment, "
+                "--quick and --set values"
+            )
+        skipped = [t for t in trials if t.trial_id in recorded]
+        trials = [t for t in trials if t.trial_id not in recorded]
+        console.print(
+            f"[bold]{exp.name}[/bold]: resuming {out}: {len(skipped)} trial"
+            f"{'s' if len(skipped) != 1 else ''} recorded, {len(trials)} to run"
+        )
+    else:
+        if out.exists():
+            raise UsageError(f"{out} exists already; choose another --run-id or --resume it")
+        console.print(
+            f"[bold]{exp.name}[/bold]: {len(trials)} trial{'s' if len(trials) != 1 else ''} → {out}"
+        )
+        writer = results.RunWriter(
+            out,
+            {
+                "experiment": exp.to_dict(),
+                "quick": bool(args.quick),
+                "resolved_trials": resolved,
+                "settings": {
+                    "pg_dsn": services.redact(settings.pg_dsn),
+                    "redis_url": services.redact(settings.redis_url),
+                    "pg_schema": settings.pg_schema,
+                    "key_prefix": settings.key_prefix,
+                },
+                "servers": versions,
+                "environment": environment.describe(),
+                "argv": sys.argv,
             },
-            "servers": versions,
-            "environment": environment.describe(),
-            "argv": sys.argv,
-        },
-    )
+        )
     with console.status("starting Ray…"):
         ray_facts = cluster.init(settings)
     live = progress.LiveProgress(console, varying) if not args.quiet else None

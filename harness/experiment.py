@@ -179,6 +179,19 @@ class Experiment:
                 sweep.pop(key, None)
         return dataclasses.replace(self, params=params, sweep=sweep, **top)
 
+    def quick(self, factor: int = 10, floor: int = 1000) -> Experiment:
+        """The same sweep with ``factor`` times fewer events (at least ``floor``)."""
+
+        def shrink(events: Any) -> int:
+            return max(floor, int(coerce("events", events)) // factor)
+
+        params = {**self.params, "events": shrink(self.params.get("events", TrialParams.events))}
+        sweep = dict(self.sweep)
+        if "events" in sweep:
+            sweep["events"] = [shrink(e) for e in sweep["events"]]
+            params.pop("events")
+        return dataclasses.replace(self, params=params, sweep=sweep)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

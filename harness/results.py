@@ -115,6 +115,40 @@ class RunWriter:
         self._timeseries = directory / "timeseries.csv"
         self._columns: list[str] | None = None
 
+    @classmethod
+    def resume(cls, directory: Path) -> tuple[RunWriter, set[str]]:
+        """Reopen a run folder to add trials; also returns the trial ids recorded there."""
+        meta_file = directory / "meta.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{directory} is not a run folder (no meta.json)")
+        writer = cls.__new__(cls)
+        writer.directory = directory
+        writer.meta = json.loads(meta_file.read_text())
+        writer._csv = directory / "trials.csv"
+        writer._timeseries = directory / "timeseries.csv"
+        writer._columns = None
+        recorded: set[str] = set()
+        indexes: set[str] = set()
+        if writer._csv.exists():
+            with writer._csv.open(newline="") as f:
+                reader = csv.DictReader(f)
+                writer._columns = list(reader.fieldnames or []) or None
+                for row in reader:
+                    recorded.add(row["trial_id"])
+                    indexes.add(row["trial"])
+        if writer._timeseries.exists():
+            # drop samples of trials that never got their row (interrupted mid-trial)
+            with writer._timeseries.open(newline="") as f:
+                reader = csv.DictReader(f)
+                fields, kept = reader.fieldnames, [r for r in reader if r["trial"] in indexes]
+            with writer._timeseries.open("w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=list(fields or []))
+                out.writeheader()
+                out.writerows(kept)
+        writer.meta.setdefault("resumed", []).append(now_iso())
+        writer._write_meta()
+        return writer, recorded
+
     def add(self, result: TrialResult, timeseries: list[dict[str, Any]]) -> None:
         row = result.row()
         new = self._columns is None

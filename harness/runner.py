@@ -139,6 +139,10 @@ class Runner:
             error = None
         except TrialError as exc:
             outcome, error = None, str(exc)
+        except Exception as exc:  # recorded as the trial's error; the sweep goes on
+            outcome, error = None, f"{type(exc).__name__}: {exc}".strip()[:500]
+        if outcome is None:
+            self._recover(p.consumers, p.publishers)
         result = self._verify(trial, generator, outcome, error)
         self.progress.trial_finished(result)
         return result, timeseries
@@ -233,6 +237,19 @@ class Runner:
             "consumers_died": p.consumers - len(alive),
             "reset_s": reset_s,
         }
+
+    def _recover(self, consumers: int, publishers: int) -> None:
+        """After a failed trial, stop what it started; replace actors that do not answer."""
+        for pool, cls, n in (
+            (self._consumers, ConsumerActor, consumers),
+            (self._publishers, PublisherActor, publishers),
+        ):
+            for i, actor in enumerate(pool[:n]):
+                try:
+                    ray.get(actor.stop.remote(), timeout=30)
+                except Exception:  # dead, stuck, or never started: start afresh
+                    ray.kill(actor)
+                    pool[i] = self._new_actor(cls)
 
     def _poll_consumers(self, alive: dict[int, Any]) -> dict[int, dict[str, Any]]:
         refs = {i: actor.progress.remote() for i, actor in alive.items()}

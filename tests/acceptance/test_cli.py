@@ -169,3 +169,25 @@ def test_http_ingress_and_every_counter_strategy_hold_their_promises(
             assert int(row["received"]) == 4000 and row["anomaly"] == "False"
         elif row["anomaly"] == "True":  # a lost update, measured
             assert int(row["lost_updates"]) == 4000 - int(row["received"]) > 0
+
+
+@pytest.mark.slow
+def test_resume_runs_only_the_trials_not_recorded(settings: Settings, tmp_path: Path) -> None:
+    common = ["--out", str(tmp_path), "--quick", "--set", "consumers=1,2", "--quiet"]
+    first = harness("run", "smoke", "--run-id", "r", *common, env=_env(settings))
+    assert first.returncode == 0, first.stdout + first.stderr
+    trials_csv = tmp_path / "smoke" / "r" / "trials.csv"
+    lines = trials_csv.read_text().splitlines(keepends=True)
+    assert len(lines) == 3  # header + 2 trials; each with 2,000 events (--quick)
+    assert lines[1].split(",")[6] == "2000"
+    trials_csv.write_text("".join(lines[:2]))  # as if stopped before the second trial
+
+    again = harness("run", "smoke", "--resume", "r", *common, env=_env(settings))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 trial recorded, 1 to run" in again.stdout
+    rows = list(csv.DictReader(trials_csv.open()))
+    assert [r["consumers"] for r in rows] == ["1", "2"]
+    assert all(r["invariant_ok"] == "True" for r in rows)
+
+    other = harness("run", "smoke", "--resume", "r", "--out", str(tmp_path), env=_env(settings))
+    assert other.returncode == 2 and "run with other parameters" in other.stderr

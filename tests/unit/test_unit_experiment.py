@@ -317,3 +317,15 @@ def test_smoke_experiment_is_the_seed_workload() -> None:
     (trial,) = exp.trials()
     assert (trial.params.publishers, trial.params.consumers) == (2, 4)
     assert (trial.params.events, trial.params.duplicate_rate) == (20_000, 0.3)
+
+
+def test_quick_divides_events_by_ten_with_a_floor_and_keeps_the_sweep() -> None:
+    exp = experiment.Experiment(
+        name="q", params={"events": 40_000}, sweep={"consumers": [1, 2]}
+    ).quick()
+    assert [t.params.events for t in exp.trials()] == [4000, 4000]
+    assert [t.params.consumers for t in exp.trials()] == [1, 2]
+    swept = experiment.Experiment(name="q", sweep={"events": [5000, 50_000]}).quick()
+    assert [t.params.events for t in swept.trials()] == [1000, 5000]
+    default = experiment.Experiment(name="q").quick()
+    assert [t.params.events for t in default.trials()] == [experiment.TrialParams.events // 10]
