@@ -21,6 +21,7 @@ from harness import broker as broker_mod
 from harness import latency
 from harness.config import Settings
 from harness.consumer import Consumer, ConsumerConfig
+from harness.faults import CONSUMER_APPLICATION
 from harness.http_publisher import HttpPublisher
 from harness.keys import Keys
 from harness.publisher import Publisher, PublishPlan
@@ -70,7 +71,13 @@ class ConsumerActor:
         self.consumer: Consumer | None = None
 
     def start(
-        self, config: ConsumerConfig, isolation: str, prefix: str, counter: str = "atomic"
+        self,
+        config: ConsumerConfig,
+        *,
+        isolation: str,
+        prefix: str,
+        counter: str = "atomic",
+        broker: str = "stream",
     ) -> str:
         """Connect, then consume on a thread. Returns the node it runs on."""
         store = Store(
@@ -78,11 +85,14 @@ class ConsumerActor:
             schema=self.settings.pg_schema,
             isolation=isolation,
             counter=counter,
+            application_name=CONSUMER_APPLICATION,
         )
         store.connect()  # now, so the trial starts with every consumer ready
-        client = broker_mod.connect(self.settings.redis_url)
-        client.ping()
-        self.consumer = Consumer(broker_mod.StreamBroker(client, Keys(prefix)), store, config)
+        channel = broker_mod.open_broker(
+            broker, self.settings.redis_url, Keys(prefix), role="consumer"
+        )
+        channel.client.ping()
+        self.consumer = Consumer(channel, store, config)
         self.runner.start(self.consumer.run)
         return str(ray.get_runtime_context().get_node_id())
 
@@ -117,16 +127,25 @@ class PublisherActor:
         self.publisher: Publisher | HttpPublisher | None = None
         self._close: Any = None
 
-    def start(self, plan: PublishPlan, prefix: str, ingress_url: str | None = None) -> str:
+    def start(
+        self,
+        plan: PublishPlan,
+        *,
+        prefix: str,
+        ingress_url: str | None = None,
+        broker: str = "stream",
+    ) -> str:
         publisher: Publisher | HttpPublisher
         if ingress_url:
             http = httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
             publisher, self._close = HttpPublisher(http, ingress_url), http.close
         else:
-            client = broker_mod.connect(self.settings.redis_url)
-            client.ping()
-            publisher = Publisher(broker_mod.StreamBroker(client, Keys(prefix)))
-            self._close = client.close
+            channel = broker_mod.open_broker(
+                broker, self.settings.redis_url, Keys(prefix), role="publisher"
+            )
+            channel.client.ping()
+            publisher = Publisher(channel)
+            self._close = channel.client.close
         self.publisher = publisher
         self.runner.start(lambda stop: publisher.run(plan, stop))
         return str(ray.get_runtime_context().get_node_id())
@@ -140,6 +159,8 @@ class PublisherActor:
             "backpressure_s": stats.backpressure_s,
             "first_publish_ns": stats.first_publish_ns,
             "http_retries": getattr(stats, "retries", 0),
+            "resent": stats.resent,
+            "resent_uncertain": stats.resent_uncertain,
             "running": self.runner.running,
             "error": self.runner.error,
         }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -84,6 +84,45 @@ def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+class Broker(Protocol):
+    """What consumers, publishers and the runner need of a broker."""
+
+    client: redis.Redis
+    keys: Keys
+
+    def reset(self) -> None: ...
+    def ensure_group(self) -> None: ...
+    def publish(
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
+    ) -> int: ...
+    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
+    def read_own_pending(self, consumer: str, count: int) -> list[Delivery]: ...
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]: ...
+    def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None: ...
+    def ack(self, entry_ids: Sequence[bytes]) -> int: ...
+    def trim(self) -> int: ...
+    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None: ...
+    def dead_letter_count(self) -> int: ...
+    def backlog(self) -> Backlog: ...
+    def stream_length(self) -> int: ...
+    def kill_clients(self, name_prefix: str) -> int: ...
+
+
+BROKERS = ("stream", "list")
+
+
+def open_broker(kind: str, url: str, keys: Keys, *, role: str | None = None) -> Broker:
+    """A broker of this kind on its own connection, named ``<prefix>:<role>`` in Redis."""
+    client = connect(url, client_name=keys.client_name(role) if role else None)
+    if kind == "stream":
+        return StreamBroker(client, keys)
+    if kind == "list":
+        from harness.listbroker import ListBroker
+
+        return ListBroker(client, keys)
+    raise ValueError(f"unknown broker {kind!r}; choose one of {', '.join(BROKERS)}")
 
 
 class StreamBroker:
@@ -238,6 +277,18 @@ class StreamBroker:
         if bound == "0-0":
             return 0
         return int(self.client.xtrim(self.keys.stream, minid=bound, approximate=False))
+
+    def kill_clients(self, name_prefix: str) -> int:
+        """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""
+        killed = 0
+        for client in self.client.client_list():
+            if str(client.get("name", "")).startswith(name_prefix):
+                try:
+                    self.client.client_kill_filter(_id=client["id"])
+                    killed += 1
+                except redis.ResponseError:  # gone already
+                    pass
+        return killed
 
     def stream_length(self) -> int:
         return int(self.client.xlen(self.keys.stream))

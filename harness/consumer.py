@@ -17,10 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import redis
 
 from harness import events, latency
-from harness.broker import FIELD_COUNT, Delivery, StreamBroker
+from harness.broker import FIELD_COUNT, Broker, Delivery
 from harness.store import Store
+
+#: Errors after which the consumer reconnects and goes on.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,6 +67,8 @@ class ConsumerStats:
     #: pending after a restart, reclaimed from a peer) or retried after a COMMIT whose
     #: connection broke before its outcome was known
     redelivered: int = 0
+    #: times the loop lost Redis or PostgreSQL and started over
+    reconnects: int = 0
     #: batches abandoned after the retry policy gave up (left pending, applied later)
     gave_up: int = 0
     #: wall clock of the last commit (trial duration runs to the latest one)
@@ -79,6 +85,7 @@ class ConsumerStats:
             "rejected": self.rejected,
             "redelivered": self.redelivered,
             "gave_up": self.gave_up,
+            "reconnects": self.reconnects,
             "last_commit_ns": self.last_commit_ns,
             "retries": dict(self.retries),
         }
@@ -87,7 +94,7 @@ class ConsumerStats:
 class Consumer:
     def __init__(
         self,
-        broker: StreamBroker,
+        broker: Broker,
         store: Store,
         config: ConsumerConfig,
         *,
@@ -108,9 +115,23 @@ class Consumer:
         self._next_trim = 0.0
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; finishes the batch in hand first."""
+        """Consume until ``stop`` is set; finishes the batch in hand first.
+
+        A lost connection to Redis or PostgreSQL (outside the store's own transaction
+        retries) does not end the loop: nothing unacknowledged is lost, so the consumer
+        waits, reconnects, and re-reads its own pending entries first.
+        """
+        backoff = 0.05
         while not stop.is_set():
-            self.step()
+            try:
+                self.step()
+                backoff = 0.05
+            except TRANSIENT_ERRORS:
+                self.stats.reconnects += 1
+                self._own_pending_done = False
+                self.store.close()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     def step(self) -> int:
         """Read, apply and acknowledge one batch. Returns how many events it applied."""

@@ -25,15 +25,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import faults
+from harness.broker import BROKERS
 from harness.store import CounterStrategy, Isolation
 
 #: Values each categorical axis accepts today; later axes extend these sets.
 CHOICES: dict[str, tuple[str, ...]] = {
     "isolation": tuple(i.value for i in Isolation),
     "counter": tuple(c.value for c in CounterStrategy),
-    "broker": ("stream",),
+    "broker": BROKERS,
     "ingress": ("redis", "http"),
-    "fault": ("none",),
+    "fault": faults.KINDS,
 }
 
 
@@ -60,6 +62,8 @@ class TrialParams:
     broker: str = "stream"
     ingress: str = "redis"
     fault: str = "none"
+    #: how many times the fault is injected in a trial
+    faults: int = 3
     #: stream entries per pipelined XADD round trip (ingress = redis), or events per
     #: POST /publish request (ingress = http)
     publish_pipeline: int = 100
@@ -81,7 +85,7 @@ class TrialParams:
         ):
             if getattr(self, name) < 1:
                 raise ExperimentError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("events", "payload_bytes", "max_backlog", "claim_idle_ms"):
+        for name in ("events", "payload_bytes", "max_backlog", "claim_idle_ms", "faults"):
             if getattr(self, name) < 0:
                 raise ExperimentError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not 0 <= self.duplicate_rate < 1:
@@ -99,6 +103,8 @@ class TrialParams:
                     f"{name} = {getattr(self, name)!r} is not supported; choose one of "
                     + ", ".join(allowed)
                 )
+        if self.ingress == "http" and self.broker != "stream":
+            raise ExperimentError("ingress = http writes to the stream: it needs broker = stream")
 
     def digest(self, seed: int) -> str:
         """A short stable hash of the resolved parameters and seed (identifies a trial)."""

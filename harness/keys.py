@@ -28,5 +28,14 @@ class Keys:
         """Stream of entries or events that could not be stored, with the reason."""
         return f"{self.prefix}:dead-letter"
 
+    @property
+    def queue(self) -> str:
+        """The seed's design: a plain list, RPUSH to publish, BLPOP to consume."""
+        return f"{self.prefix}:queue"
+
+    def client_name(self, role: str) -> str:
+        """Redis CLIENT SETNAME of a connection, so that faults can find it."""
+        return f"{self.prefix}:{role}"
+
     def all(self) -> tuple[str, ...]:
-        return (self.stream, self.dead_letter)
+        return (self.stream, self.dead_letter, self.queue)

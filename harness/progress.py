@@ -67,7 +67,12 @@ class LiveProgress:
         if self._live is not None:
             self._live.stop()
             self._live = None
-        if result.invariant_ok and result.anomalies:
+        if result.invariant_ok and result.anomalies and result.lost:
+            verdict = (
+                f"[yellow]expected loss[/yellow] of the {result.trial.params.broker} broker under "
+                f"{result.trial.params.fault}: {result.lost:,} events lost"
+            )
+        elif result.invariant_ok and result.anomalies:
             verdict = (
                 f"[yellow]expected anomaly[/yellow] ({result.trial.params.counter} at "
                 f"{result.trial.params.isolation}): {result.lost_updates:,} updates lost; "

@@ -6,10 +6,12 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
+import redis
 
-from harness.broker import StreamBroker
+from harness.broker import Broker
 from harness.generator import Generator, Workload
 
 
@@ -24,9 +26,12 @@ class PublishPlan:
     pipeline: int = 100
     #: pause while the stream holds more entries than this (0: never pause)
     max_backlog: int = 0
+    #: fault injection: pipeline rounds (0-based) whose reply is "lost" after Redis took
+    #: them, so the publisher sends them again, as a real client would after a timeout
+    lose_replies: tuple[int, ...] = ()
 
     @staticmethod
-    def split(workload: Workload, publishers: int, **kwargs: int) -> list[PublishPlan]:
+    def split(workload: Workload, publishers: int, **kwargs: Any) -> list[PublishPlan]:
         """Contiguous, near-equal slices, one per publisher."""
         n = workload.events
         return [
@@ -47,12 +52,16 @@ class PublisherStats:
     backpressure_s: float = 0.0
     #: wall clock of the first XADD (trial duration runs from the earliest one)
     first_publish_ns: int = 0
+    #: events sent again after a reply was lost on purpose (certainly in Redis twice)
+    resent: int = 0
+    #: events sent again after a real connection error (perhaps in Redis twice)
+    resent_uncertain: int = 0
 
 
 class Publisher:
     def __init__(
         self,
-        broker: StreamBroker,
+        broker: Broker,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         sleep: Callable[[float], None] = time.sleep,
@@ -66,6 +75,7 @@ class Publisher:
         generator = Generator(plan.workload)
         ordinals = generator.ordinals(plan.start, plan.stop).tolist()
         per_round = plan.entry_size * plan.pipeline
+        lost = frozenset(plan.lose_replies)
         for offset in range(0, len(ordinals), per_round):
             if stop is not None and stop.is_set():
                 break
@@ -78,10 +88,32 @@ class Publisher:
             created_ns = self._clock_ns()
             if not self.stats.first_publish_ns:
                 self.stats.first_publish_ns = created_ns
-            self.broker.publish(entries, created_ns=created_ns)
+            self._publish(entries, created_ns, lose_reply=offset // per_round in lost)
             self.stats.events += len(chunk)
             self.stats.entries += len(entries)
         return self.stats
+
+    def _publish(
+        self, entries: list[tuple[bytes, int]], created_ns: int, *, lose_reply: bool
+    ) -> None:
+        """XADD a round, again until Redis confirms it: at-least-once publishing."""
+        events = sum(count for _, count in entries)
+        failures = 0
+        while True:
+            try:
+                self.broker.publish(entries, created_ns=created_ns)
+            except (redis.ConnectionError, redis.TimeoutError):
+                failures += 1
+                if failures > 20:
+                    raise
+                self.stats.resent_uncertain += events
+                self._sleep(min(0.01 * 2**failures, 1.0))
+                continue
+            if lose_reply:  # Redis took it; pretend the reply never came
+                lose_reply = False
+                self.stats.resent += events
+                continue
+            return
 
     def _wait_for_room(self, max_backlog: int) -> None:
         if max_backlog <= 0:

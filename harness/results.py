@@ -50,6 +50,12 @@ class TrialResult:
     anomalies: tuple[str, ...] = ()
     #: events whose count in ``received`` a lost update overwrote (see invariants.Verdict)
     lost_updates: int = 0
+    #: faults injected in the trial (see harness.faults)
+    faults_injected: int = 0
+    #: events publishers sent again after a reply was lost on purpose
+    resent: int = 0
+    #: events whose publish outcome was unknown (a connection error), sent again, stored
+    recovered: int = 0
     error: str | None = None
 
     @property
@@ -79,6 +85,9 @@ class TrialResult:
             "double_applied": self.double_applied,
             "redelivered": self.redelivered,
             "rejected": self.rejected,
+            "faults_injected": self.faults_injected,
+            "resent": self.resent,
+            "recovered": self.recovered,
             "invariant_ok": self.invariant_ok,
             "anomaly": bool(self.anomalies),
             "lost_updates": self.lost_updates,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -17,11 +18,13 @@ import ray
 from ray.exceptions import RayActorError
 
 from harness import broker as broker_mod
+from harness import faults as faults_mod
 from harness import invariants, latency
 from harness.actors import ConsumerActor, PublisherActor, ServiceActor
 from harness.config import Settings
 from harness.consumer import ConsumerConfig
 from harness.experiment import Trial
+from harness.faults import FaultPlan
 from harness.generator import Generator, Workload
 from harness.keys import Keys
 from harness.publisher import PublishPlan
@@ -85,7 +88,10 @@ class Runner:
         self.store = Store(settings.pg_dsn, schema=settings.pg_schema)
         self.store.create_schema()
         self.keys = Keys(settings.key_prefix)
-        self.broker = broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), self.keys)
+        self.brokers: dict[str, broker_mod.Broker] = {
+            kind: broker_mod.open_broker(kind, settings.redis_url, self.keys, role="driver")
+            for kind in broker_mod.BROKERS
+        }
         self._consumers: list[Any] = []
         self._publishers: list[Any] = []
         self._service: Any = None
@@ -99,8 +105,9 @@ class Runner:
             ray.kill(actor)
         self._consumers.clear()
         self._publishers.clear()
-        self.broker.client.delete(*self.keys.all())
-        self.broker.client.close()
+        self.brokers["stream"].client.delete(*self.keys.all())
+        for channel in self.brokers.values():
+            channel.client.close()
         self.store.close()
 
     def _ingress_url(self) -> str:
@@ -151,29 +158,37 @@ class Runner:
         self, trial: Trial, workload: Workload, timeseries: list[dict[str, Any]]
     ) -> dict[str, Any]:
         p = trial.params
+        broker = self.brokers[p.broker]
         reset_from = self._clock()
         self.store.reset()
-        self.broker.reset()
+        broker.reset()
+        self.brokers["stream"].reset()  # the consumer group exists whatever the broker
         reset_s = self._clock() - reset_from
         consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
         publishers = self._actors(self._publishers, PublisherActor, p.publishers)
+        configs = [
+            ConsumerConfig(
+                name=f"consumer-{i}",
+                batch_size=p.batch_size,
+                entry_size=p.entry_size,
+                claim_idle_ms=p.claim_idle_ms,
+                shard=i,  # used by the sharded counter strategy only
+            )
+            for i in range(p.consumers)
+        ]
+        consumer_setup = {
+            "isolation": p.isolation,
+            "prefix": self.keys.prefix,
+            "counter": p.counter,
+            "broker": p.broker,
+        }
         ray.get(
             [
-                c.start.remote(
-                    ConsumerConfig(
-                        name=f"consumer-{i}",
-                        batch_size=p.batch_size,
-                        entry_size=p.entry_size,
-                        claim_idle_ms=p.claim_idle_ms,
-                        shard=i,  # used by the sharded counter strategy only
-                    ),
-                    p.isolation,
-                    self.keys.prefix,
-                    p.counter,
-                )
-                for i, c in enumerate(consumers)
+                c.start.remote(cfg, **consumer_setup)
+                for c, cfg in zip(consumers, configs, strict=True)
             ]
         )
+        fault = FaultPlan.draw(p.fault, p.faults, trial.seed)
         plans = PublishPlan.split(
             workload,
             p.publishers,
@@ -181,16 +196,29 @@ class Runner:
             pipeline=p.publish_pipeline,
             max_backlog=p.max_backlog,
         )
+        per_round = p.entry_size * p.publish_pipeline
+        lost_rounds = fault.publisher_rounds(
+            [-(-(pl.stop - pl.start) // per_round) for pl in plans]
+        )
+        plans = [
+            dataclasses.replace(pl, lose_replies=r)
+            for pl, r in zip(plans, lost_rounds, strict=True)
+        ]
         ingress_url = self._ingress_url() if p.ingress == "http" else None
         started = self._clock()
         ray.get(
             [
-                pub.start.remote(plan, self.keys.prefix, ingress_url)
+                pub.start.remote(
+                    plan, prefix=self.keys.prefix, ingress_url=ingress_url, broker=p.broker
+                )
                 for pub, plan in zip(publishers, plans, strict=True)
             ]
         )
 
         alive = dict(enumerate(consumers))
+        victims = faults_mod.rng_for(trial.seed, p.fault)
+        injected = 0
+        dead: dict[str, int] = {}  # last known counts of killed consumers, for progress
         last_sample = started
         while True:
             time.sleep(POLL_S)
@@ -202,10 +230,14 @@ class Runner:
                     raise TrialError(report["error"].strip().splitlines()[-1])
             if not alive:
                 raise TrialError("every consumer died")
+            committed = sum(r["received"] for r in cons.values()) + dead.get("received", 0)
+            for _ in range(fault.due(committed, workload.events, injected)):
+                injected += 1
+                self._inject(p.fault, alive, configs, consumer_setup, victims, cons, dead)
             sample = Sample(
                 elapsed_s=now - started,
                 published=sum(r["events"] for r in pubs),
-                committed=sum(r["received"] for r in cons.values()),
+                committed=committed,
                 retries=sum(sum(r["retries"].values()) for r in cons.values()),
                 consumers_alive=len(alive),
             )
@@ -213,30 +245,65 @@ class Runner:
             if now - last_sample >= SAMPLE_S:
                 last_sample = now
                 timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
-            if not any(r["running"] for r in pubs) and self.broker.backlog().drained:
+            if not any(r["running"] for r in pubs) and broker.backlog().drained:
                 break
             if now - started > p.timeout_s:
-                raise TrialError(f"not drained after {p.timeout_s:g} s: {self.broker.backlog()}")
+                raise TrialError(f"not drained after {p.timeout_s:g} s: {broker.backlog()}")
 
         reports = ray.get([alive[i].stop.remote() for i in sorted(alive)])
         pub_reports = ray.get([pub.stop.remote() for pub in publishers])
-        # Dead consumers are replaced before the next trial.
-        for i, c in enumerate(consumers):
-            if i not in alive:
-                self._consumers[self._consumers.index(c)] = self._new_actor(ConsumerActor)
+        # Keep the pool in step: killed consumers were replaced during the trial, and
+        # ones that died by themselves are replaced now, before the next trial.
+        for i in range(p.consumers):
+            self._consumers[i] = alive[i] if i in alive else self._new_actor(ConsumerActor)
         first_ns = min(
             (r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0
         )
         last_ns = max((r["last_commit_ns"] for r in reports), default=0)
+        if fault.kind == "publisher-retry":
+            injected = sum(len(r) for r in lost_rounds)
         return {
             "consumers": reports,
             "published": sum(r["events"] for r in pub_reports),
+            "resent": sum(r["resent"] for r in pub_reports),
+            "resent_uncertain": sum(r["resent_uncertain"] for r in pub_reports),
             "duration_s": (last_ns - first_ns) / 1e9
             if last_ns and first_ns
             else self._clock() - started,
             "consumers_died": p.consumers - len(alive),
             "reset_s": reset_s,
+            "faults_injected": injected,
         }
+
+    def _inject(
+        self,
+        kind: str,
+        alive: dict[int, Any],
+        configs: list[ConsumerConfig],
+        setup: dict[str, Any],
+        victims: random.Random,
+        reports: dict[int, dict[str, Any]],
+        dead: dict[str, int],
+    ) -> None:
+        """One fault, now."""
+        if kind == "kill-consumer":
+            # SIGKILL-like: no cleanup, mid-batch. A new actor takes the same consumer
+            # name, so it finds the entries its predecessor held in its pending list.
+            index = victims.choice(sorted(alive))
+            for key in ("received", "redelivered"):
+                dead[key] = dead.get(key, 0) + reports.get(index, {}).get(key, 0)
+            ray.kill(alive[index], no_restart=True)
+            replacement = self._new_actor(ConsumerActor)
+            ray.get(replacement.start.remote(configs[index], **setup))
+            alive[index] = replacement
+        elif kind == "pg-terminate":
+            self.store.terminate_backends(faults_mod.CONSUMER_APPLICATION)
+        elif kind == "redis-client-kill":
+            channel = self.brokers["stream"]
+            channel.kill_clients(self.keys.client_name("consumer"))
+            channel.kill_clients(self.keys.client_name("publisher"))
+        else:  # pragma: no cover - FaultPlan.driver_side guards this
+            raise TrialError(f"fault {kind!r} is not injected by the driver")
 
     def _recover(self, consumers: int, publishers: int) -> None:
         """After a failed trial, stop what it started; replace actors that do not answer."""
@@ -276,17 +343,23 @@ class Runner:
         redelivered = sum(r["redelivered"] for r in reports)
         published = outcome["published"] if outcome else 0
         verdict = invariants.Verdict(violations=(), anomalies=(), lost_updates=0)
+        resent = outcome["resent"] if outcome else 0
+        uncertain = outcome["resent_uncertain"] if outcome else 0
         if outcome:
             if published != generator.total:
                 error = f"publishers sent {published} events, the workload has {generator.total}"
             evidence = invariants.Evidence(
-                published=generator.total,
+                # Rounds sent again after a lost reply are in Redis twice for certain;
+                # after a real connection error, perhaps: that widens the bound.
+                published=generator.total + resent,
                 expected_unique=generator.expected_unique,
                 counters=counters,
                 stored=stored,
-                redelivered=redelivered,
+                redelivered=redelivered + uncertain,
                 counter=trial.params.counter,
                 isolation=trial.params.isolation,
+                broker=trial.params.broker,
+                fault=trial.params.fault,
             )
             verdict = invariants.classify(evidence)
         hist = latency.merge(r["histogram"] for r in reports)
@@ -313,5 +386,8 @@ class Runner:
             violations=verdict.violations,
             anomalies=verdict.anomalies,
             lost_updates=verdict.lost_updates,
+            faults_injected=outcome["faults_injected"] if outcome else 0,
+            resent=resent,
+            recovered=uncertain if outcome and stored.lost == 0 else 0,
             error=error,
         )

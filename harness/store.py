@@ -192,6 +192,7 @@ class Store:
         sleep: Callable[[float], None] = time.sleep,
         chance: Callable[[], float] = random.random,
         connect_timeout: int = 5,
+        application_name: str = "harness",
     ) -> None:
         if not _IDENTIFIER.match(schema):
             raise ValueError(f"schema name {schema!r} must match {_IDENTIFIER.pattern}")
@@ -203,6 +204,8 @@ class Store:
         self._sleep = sleep
         self._chance = chance
         self._connect_timeout = connect_timeout
+        #: how this connection shows in pg_stat_activity (fault injection finds it by it)
+        self.application_name = application_name
         self._conn: psycopg.Connection[Any] | None = None
         self._committing = False
         self._q = queries.load()
@@ -217,7 +220,7 @@ class Store:
                 autocommit=True,
                 connect_timeout=self._connect_timeout,
                 options=f"-c search_path={self.schema}",
-                application_name="harness",
+                application_name=self.application_name,
             )
         return self._conn
 
@@ -436,3 +439,9 @@ class Store:
             }
             for topic_, event_id, ts, source, payload, processed_at in cur.fetchall()
         ]
+
+    # -- fault injection --------------------------------------------------------------
+
+    def terminate_backends(self, application_name: str) -> int:
+        """``pg_terminate_backend`` every other connection with this application name."""
+        return int(self._one("terminate_backends", {"application_name": application_name})[0])

@@ -124,3 +124,12 @@ SELECT count(DISTINCT topic)::bigint FROM processed_events
 
 -- ping --
 SELECT 1
+
+-- ============ fault injection ============
+
+-- terminate_backends --
+SELECT count(pg_terminate_backend(pid))::bigint
+FROM pg_stat_activity
+WHERE application_name = %(application_name)s
+  AND datname = current_database()
+  AND pid <> pg_backend_pid()

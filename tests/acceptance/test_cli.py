@@ -191,3 +191,40 @@ def test_resume_runs_only_the_trials_not_recorded(settings: Settings, tmp_path: 
 
     other = harness("run", "smoke", "--resume", "r", "--out", str(tmp_path), env=_env(settings))
     assert other.returncode == 2 and "run with other parameters" in other.stderr
+
+
+@pytest.mark.slow
+def test_faults_lose_nothing_on_the_stream(settings: Settings, tmp_path: Path) -> None:
+    proc = harness(
+        "run",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "f",
+        "--quiet",
+        "--set",
+        "events=20000",
+        "--set",
+        "faults=2",
+        "--set",
+        "fault=kill-consumer,pg-terminate,redis-client-kill,publisher-retry",
+        env=_env(settings),
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = list(csv.DictReader((tmp_path / "smoke" / "f" / "trials.csv").open()))
+    assert [r["fault"] for r in rows] == [
+        "kill-consumer",
+        "pg-terminate",
+        "redis-client-kill",
+        "publisher-retry",
+    ]
+    for row in rows:
+        assert row["invariant_ok"] == "True" and row["anomaly"] == "False", row
+        assert int(row["faults_injected"]) >= 1, row
+        assert int(row["lost"]) == 0 and int(row["double_applied"]) == 0
+        assert int(row["db_rows"]) == int(row["expected_unique"])
+    retried = rows[3]
+    assert int(retried["resent"]) > 0
+    assert int(retried["received"]) == 20000 + int(retried["resent"])

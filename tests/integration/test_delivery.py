@@ -163,3 +163,30 @@ def test_consumer_killed_between_commit_and_ack_loses_nothing(
     assert counters.duplicate_dropped == counters.received - counters.unique_processed
     check = store.verify(gen.expected_keys())
     assert (check.rows, check.lost, check.unexpected) == (gen.expected_unique, 0, 0)
+
+
+def test_the_list_broker_forgets_what_a_dead_consumer_popped(
+    settings: Settings,
+) -> None:
+    """The seed's design: once popped, an item is nowhere but in the consumer. If it dies
+    before committing, nothing is pending and nothing can be redelivered."""
+    from harness.broker import open_broker
+
+    keys = Keys(settings.key_prefix)
+    for kind in ("list", "stream"):
+        channel = open_broker(kind, settings.redis_url, keys)
+        channel.reset()
+        channel.ensure_group()
+        channel.publish([(b"[]", 0)] * 5)
+        held = channel.read("doomed", 3, 10)  # ...and the consumer dies here
+        assert len(held) == 3
+        backlog = channel.backlog()
+        if kind == "list":
+            assert (backlog.length, backlog.pending) == (2, 0)  # 3 items are simply gone
+            assert channel.reclaim("peer", 0, 10) == []
+        else:
+            assert backlog.pending == 3  # still owed to someone
+            time.sleep(0.02)
+            assert len(channel.reclaim("peer", 10, 10)) == 3
+        channel.client.delete(*keys.all())
+        channel.client.close()

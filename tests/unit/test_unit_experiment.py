@@ -329,3 +329,16 @@ def test_quick_divides_events_by_ten_with_a_floor_and_keeps_the_sweep() -> None:
     assert [t.params.events for t in swept.trials()] == [1000, 5000]
     default = experiment.Experiment(name="q").quick()
     assert [t.params.events for t in default.trials()] == [experiment.TrialParams.events // 10]
+
+
+def test_http_ingress_needs_the_stream_broker() -> None:
+    with pytest.raises(ExperimentError, match="needs broker = stream"):
+        experiment.TrialParams(ingress="http", broker="list")
+    assert experiment.TrialParams(ingress="http", broker="stream").ingress == "http"
+
+
+def test_fault_and_broker_axes_accept_their_kinds() -> None:
+    params = experiment.TrialParams(fault="kill-consumer", broker="list", faults=5)
+    assert (params.fault, params.broker, params.faults) == ("kill-consumer", "list", 5)
+    with pytest.raises(ExperimentError, match="faults must be"):
+        experiment.TrialParams(faults=-1)

@@ -1,0 +1,93 @@
+"""The seed's broker, kept only to be measured: a Redis list, ``RPUSH`` and ``BLPOP``.
+
+A popped item exists only in the consumer that popped it. If that consumer dies before
+its transaction commits, the item is gone: nothing is pending, nothing is redelivered.
+The ``broker = list`` axis shows that loss in numbers next to the stream's none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from harness.broker import FIELD_COUNT, FIELD_CREATED_NS, FIELD_EVENTS, Backlog, Delivery
+from harness.keys import Keys
+
+_SEPARATOR = b"\n"
+
+
+class ListBroker:
+    """Same interface as :class:`~harness.broker.StreamBroker`, none of its guarantees."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._popped = 0
+
+    def reset(self) -> None:
+        self.client.delete(*self.keys.all())
+
+    def ensure_group(self) -> None:
+        pass
+
+    def publish(
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
+    ) -> int:
+        stamp = str(time.time_ns() if created_ns is None else created_ns).encode()
+        if entries:
+            # "created_ns\n<events json>": the list holds plain strings
+            self.client.rpush(self.keys.queue, *(stamp + _SEPARATOR + p for p, _ in entries))
+        return len(entries)
+
+    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        first = self.client.blpop([self.keys.queue], timeout=max(block_ms, 1) / 1000)
+        if not first:
+            return []
+        items: list[Any] = [first[1]]
+        if count > 1:
+            items += self.client.lpop(self.keys.queue, count - 1) or []
+        return [self._delivery(bytes(item)) for item in items]
+
+    def _delivery(self, item: bytes) -> Delivery:
+        stamp, _, payload = item.partition(_SEPARATOR)
+        self._popped += 1
+        fields = {FIELD_EVENTS: payload, FIELD_CREATED_NS: stamp, FIELD_COUNT: b"0"}
+        return Delivery(f"list-{self._popped}".encode(), fields, False)
+
+    # A list has no pending entries, no redelivery and nothing to acknowledge or trim.
+    def read_own_pending(self, consumer: str, count: int) -> list[Delivery]:
+        return []
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
+        return []
+
+    def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None:
+        pass
+
+    def ack(self, entry_ids: Sequence[bytes]) -> int:
+        return 0
+
+    def trim(self) -> int:
+        return 0
+
+    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
+        record: dict[Any, Any] = {**delivery.fields, b"reason": reason.encode("utf-8", "replace")}
+        self.client.xadd(self.keys.dead_letter, record)
+
+    def dead_letter_count(self) -> int:
+        return int(self.client.xlen(self.keys.dead_letter))
+
+    def backlog(self) -> Backlog:
+        length = int(self.client.llen(self.keys.queue))
+        return Backlog(length=length, pending=0, undelivered=length > 0, lag=length)
+
+    def stream_length(self) -> int:
+        return int(self.client.llen(self.keys.queue))
+
+    def kill_clients(self, name_prefix: str) -> int:
+        from harness.broker import StreamBroker
+
+        return StreamBroker(self.client, self.keys).kill_clients(name_prefix)

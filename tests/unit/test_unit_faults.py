@@ -1,0 +1,96 @@
+"""Fault plans: seeded moments, when the driver injects, which publisher rounds lose replies."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.faults import KINDS, FaultPlan
+from harness.invariants import Evidence, classify
+from harness.store import Counters, Verification
+
+
+def test_draw_is_seeded_sorted_and_mid_trial() -> None:
+    a = FaultPlan.draw("kill-consumer", 5, seed=3)
+    assert a == FaultPlan.draw("kill-consumer", 5, seed=3)
+    assert a != FaultPlan.draw("kill-consumer", 5, seed=4)
+    assert list(a.at) == sorted(a.at) and len(a.at) == 5
+    assert all(0.1 <= x <= 0.8 for x in a.at)
+    assert FaultPlan.draw("none", 5, seed=3).at == ()
+    assert FaultPlan.draw("pg-terminate", 0, seed=3).at == ()
+
+
+def test_unknown_kinds_and_bad_moments_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fault"):
+        FaultPlan("meteor")
+    with pytest.raises(ValueError):
+        FaultPlan("pg-terminate", (0.5, 0.2))
+    with pytest.raises(ValueError):
+        FaultPlan("pg-terminate", (1.5,))
+
+
+def test_due_counts_the_moments_reached_and_not_yet_injected() -> None:
+    plan = FaultPlan("kill-consumer", (0.2, 0.5, 0.7))
+    assert plan.due(done=10, total=100, injected=0) == 0
+    assert plan.due(done=20, total=100, injected=0) == 1
+    assert plan.due(done=60, total=100, injected=1) == 1
+    assert plan.due(done=100, total=100, injected=0) == 3
+    assert plan.due(done=100, total=100, injected=3) == 0
+    assert FaultPlan("publisher-retry", (0.2,)).due(100, 100, 0) == 0  # not the driver's
+    assert FaultPlan("none").due(100, 100, 0) == 0
+
+
+def test_publisher_rounds_spread_the_moments_over_all_rounds() -> None:
+    plan = FaultPlan("publisher-retry", (0.0, 0.45, 0.5, 0.99))
+    # 10 + 10 rounds end to end: shares 0, .45, .5, .99 → rounds 0, 9, 10, 19
+    assert plan.publisher_rounds([10, 10]) == [(0, 9), (0, 9)]
+    assert FaultPlan("kill-consumer", (0.5,)).publisher_rounds([10, 10]) == [(), ()]
+    assert plan.publisher_rounds([0, 0]) == [(), ()]
+
+
+def test_every_kind_draws() -> None:
+    for kind in KINDS:
+        assert len(FaultPlan.draw(kind, 2, seed=1).at) == (0 if kind == "none" else 2)
+
+
+def evidence(
+    broker: str,
+    fault: str,
+    *,
+    received: int,
+    unique: int,
+    rows: int,
+    lost: int,
+    unexpected: int = 0,
+) -> Evidence:
+    return Evidence(
+        published=100,
+        expected_unique=70,
+        counters=Counters(received, unique, received - unique),
+        stored=Verification(rows=rows, distinct_keys=rows, lost=lost, unexpected=unexpected),
+        broker=broker,
+        fault=fault,
+    )
+
+
+def test_the_list_brokers_loss_under_kill_consumer_is_an_expected_anomaly() -> None:
+    verdict = classify(evidence("list", "kill-consumer", received=90, unique=65, rows=65, lost=5))
+    assert verdict.violations == ()
+    assert any("lost" in a for a in verdict.anomalies)
+    assert verdict.lost_updates == 10
+
+
+def test_the_same_loss_on_the_stream_broker_is_a_violation() -> None:
+    verdict = classify(evidence("stream", "kill-consumer", received=90, unique=65, rows=65, lost=5))
+    assert any("lost" in v for v in verdict.violations)
+
+
+def test_the_list_broker_without_a_killing_fault_must_not_lose() -> None:
+    verdict = classify(evidence("list", "pg-terminate", received=90, unique=65, rows=65, lost=5))
+    assert verdict.violations
+
+
+def test_events_never_published_are_a_violation_even_for_the_list() -> None:
+    verdict = classify(
+        evidence("list", "kill-consumer", received=100, unique=70, rows=71, lost=0, unexpected=1)
+    )
+    assert any("never published" in v for v in verdict.violations)
