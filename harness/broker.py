@@ -101,6 +101,7 @@ class Broker(Protocol):
     def read_own_pending(self, consumer: str, count: int) -> list[Delivery]: ...
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]: ...
     def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None: ...
+    def delivery_counts(self, entry_ids: Sequence[bytes]) -> dict[bytes, int]: ...
     def ack(self, entry_ids: Sequence[bytes]) -> int: ...
     def trim(self) -> int: ...
     def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None: ...
@@ -202,6 +203,25 @@ class StreamBroker:
             self.client.xclaim(
                 self.keys.stream, self.keys.group, consumer, 0, list(entry_ids), justid=True
             )
+
+    def delivery_counts(self, entry_ids: Sequence[bytes]) -> dict[bytes, int]:
+        """How many times each of these pending entries has been delivered."""
+        if not entry_ids:
+            return {}
+        ordered = sorted(entry_ids, key=_id_tuple)
+        rows = self.client.xpending_range(
+            self.keys.stream,
+            self.keys.group,
+            min=ordered[0],
+            max=ordered[-1],
+            count=len(ordered) * 4 + 10,
+        )
+        wanted = set(entry_ids)
+        return {
+            row["message_id"]: int(row["times_delivered"])
+            for row in rows
+            if row["message_id"] in wanted
+        }
 
     def ack(self, entry_ids: Sequence[bytes]) -> int:
         if not entry_ids:

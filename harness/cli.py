@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not wait for the service to store everything and check /stats",
     )
 
+    dlq = sub.add_parser("dlq", help="list dead-lettered entries and why")
+    dlq.add_argument("--count", type=int, default=50, help="how many, oldest first (50)")
+    _connection_flags(dlq, ray=False)
+
     lst = sub.add_parser("list", help="list the experiments")
     lst.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
     return parser
@@ -125,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args, console)
         if args.command == "serve":
             return _serve(args, console)
+        if args.command == "dlq":
+            return _dlq(args, console)
         if args.command == "publish":
             from harness import publish_cli
 
@@ -158,6 +164,35 @@ def _settings(args: argparse.Namespace) -> Settings:
         ray_tmpdir=getattr(args, "ray_tmpdir", None),
         results_dir=getattr(args, "out", None),
     )
+
+
+def _dlq(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from harness import broker as broker_mod
+    from harness.keys import Keys
+
+    settings = _settings(args)
+    services.check_redis(settings.redis_url)
+    channel = broker_mod.StreamBroker(
+        broker_mod.connect(settings.redis_url), Keys(settings.key_prefix)
+    )
+    total = channel.dead_letter_count()
+    table = Table(title=f"{channel.keys.dead_letter}: {total} dead-lettered entries")
+    for column in ("dead-lettered at", "entry", "consumer", "reason", "events"):
+        table.add_column(column, overflow="fold")
+    for letter_id, fields in channel.dead_letters(args.count):
+        at = dt.datetime.fromtimestamp(int(letter_id.split(b"-")[0]) / 1000, dt.UTC)
+        table.add_row(
+            at.isoformat(timespec="seconds"),
+            fields.get(b"entry_id", b"").decode(errors="replace"),
+            fields.get(b"consumer", b"").decode(errors="replace"),
+            fields.get(b"reason", b"").decode(errors="replace"),
+            fields.get(b"e", b"").decode(errors="replace")[:200],
+        )
+    console.print(table)
+    channel.client.close()
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace, console: Console) -> int:

@@ -42,6 +42,9 @@ class ConsumerConfig:
     #: counter row this consumer adds to under the ``sharded`` strategy (the others use
     #: row 0): give each concurrent consumer its own, or they share one hot row again
     shard: int = 0
+    #: an entry delivered more often than this without being applied is dead-lettered
+    #: (it keeps killing or stalling whoever takes it) instead of being retried forever
+    max_deliveries: int = 5
     #: fault injection: exit the process, unacknowledged, after this many commits
     crash_after_commits: int | None = None
 
@@ -145,7 +148,7 @@ class Consumer:
         if not self._own_pending_done:
             pending = self.broker.read_own_pending(cfg.name, cfg.read_count)
             if pending:
-                return pending
+                return self._without_exhausted(pending)
             self._own_pending_done = True
         now = self._monotonic()
         if now >= self._next_trim:
@@ -155,8 +158,22 @@ class Consumer:
             self._next_reclaim = now + cfg.reclaim_every_s
             claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.read_count)
             if claimed:
-                return claimed
+                return self._without_exhausted(claimed)
         return self.broker.read(cfg.name, cfg.read_count, cfg.block_ms)
+
+    def _without_exhausted(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Dead-letter the redelivered entries that used up their deliveries."""
+        counts = self.broker.delivery_counts([d.entry_id for d in deliveries])
+        keep = []
+        for delivery in deliveries:
+            times = counts.get(delivery.entry_id, 0)
+            if times > self.config.max_deliveries:
+                reason = f"delivered {times} times without being applied"
+                self.broker.dead_letter(delivery, reason, consumer=self.config.name)
+                self.stats.rejected += _event_count(delivery)
+            else:
+                keep.append(delivery)
+        return keep
 
     def apply(self, deliveries: list[Delivery]) -> int:
         """Apply these entries in one transaction, then acknowledge them.
@@ -228,10 +245,7 @@ class Consumer:
             return [events.validate(item).to_dict() for item in items]
         except (events.InvalidEvent, ValueError) as exc:
             self.broker.dead_letter(delivery, str(exc), consumer=self.config.name)
-            try:
-                self.stats.rejected += max(1, int(delivery.fields.get(FIELD_COUNT, b"1")))
-            except ValueError:
-                self.stats.rejected += 1
+            self.stats.rejected += _event_count(delivery)
             return None
 
     def _maybe_crash(self) -> None:
@@ -240,3 +254,11 @@ class Consumer:
             # Fault injection: die like a killed process would, after the commit and
             # before the acknowledgement. No cleanup, no exception handlers.
             os._exit(17)
+
+
+def _event_count(delivery: Delivery) -> int:
+    """Events an entry says it holds (at least 1, for counting what was rejected)."""
+    try:
+        return max(1, int(delivery.fields.get(FIELD_COUNT, b"1")))
+    except ValueError:
+        return 1

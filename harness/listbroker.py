@@ -67,6 +67,9 @@ class ListBroker:
     def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None:
         pass
 
+    def delivery_counts(self, entry_ids: Sequence[bytes]) -> dict[bytes, int]:
+        return {}
+
     def ack(self, entry_ids: Sequence[bytes]) -> int:
         return 0
 

@@ -190,3 +190,20 @@ def test_the_list_broker_forgets_what_a_dead_consumer_popped(
             assert len(channel.reclaim("peer", 10, 10)) == 3
         channel.client.delete(*keys.all())
         channel.client.close()
+
+
+def test_an_entry_delivered_too_often_is_dead_lettered_not_retried_forever(
+    broker: StreamBroker, store: Store
+) -> None:
+    good = Generator(Workload(events=2, duplicate_rate=0, topics=1, seed=5))
+    broker.publish([(orjson.dumps(list(good.events())), 2)])
+    broker.read("c", 10, 10)
+    for _ in range(4):  # four restarts that each died before committing it
+        broker.read_own_pending("c", 10)
+    # five deliveries so far; the consumer's own read is the sixth, one too many
+    consumer = Consumer(broker, store, ConsumerConfig(name="c", max_deliveries=5))
+    consumer.step()
+    ((_, fields),) = broker.dead_letters()
+    assert fields[b"reason"] == b"delivered 6 times without being applied"
+    assert consumer.stats.rejected == 2
+    assert broker.backlog().drained and store.counters().received == 0
