@@ -78,6 +78,7 @@ class ConsumerActor:
         prefix: str,
         counter: str = "atomic",
         broker: str = "stream",
+        redis_url: str | None = None,
     ) -> str:
         """Connect, then consume on a thread. Returns the node it runs on."""
         store = Store(
@@ -89,7 +90,7 @@ class ConsumerActor:
         )
         store.connect()  # now, so the trial starts with every consumer ready
         channel = broker_mod.open_broker(
-            broker, self.settings.redis_url, Keys(prefix), role="consumer"
+            broker, redis_url or self.settings.redis_url, Keys(prefix), role="consumer"
         )
         channel.client.ping()
         self.consumer = Consumer(channel, store, config)
@@ -134,6 +135,7 @@ class PublisherActor:
         prefix: str,
         ingress_url: str | None = None,
         broker: str = "stream",
+        redis_url: str | None = None,
     ) -> str:
         publisher: Publisher | HttpPublisher
         if ingress_url:
@@ -141,7 +143,7 @@ class PublisherActor:
             publisher, self._close = HttpPublisher(http, ingress_url), http.close
         else:
             channel = broker_mod.open_broker(
-                broker, self.settings.redis_url, Keys(prefix), role="publisher"
+                broker, redis_url or self.settings.redis_url, Keys(prefix), role="publisher"
             )
             channel.client.ping()
             publisher = Publisher(channel)

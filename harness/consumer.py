@@ -129,6 +129,13 @@ class Consumer:
             try:
                 self.step()
                 backoff = 0.05
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The group vanished (a Redis that lost it in a crash): recreate it from
+                # the start of the stream; re-applied entries count as duplicates.
+                self.broker.ensure_group()
+                self._own_pending_done = False
             except TRANSIENT_ERRORS:
                 self.stats.reconnects += 1
                 self._own_pending_done = False

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness import faults
 from harness.broker import BROKERS
+from harness.redis_server import APPENDFSYNC
 from harness.store import CounterStrategy, Isolation
 
 #: Values each categorical axis accepts today; later axes extend these sets.
@@ -36,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "broker": BROKERS,
     "ingress": ("redis", "http"),
     "fault": faults.KINDS,
+    "appendfsync": APPENDFSYNC,
 }
 
 
@@ -64,6 +66,8 @@ class TrialParams:
     fault: str = "none"
     #: how many times the fault is injected in a trial
     faults: int = 3
+    #: Redis AOF fsync policy of the harness's own redis-server (fault = redis-restart)
+    appendfsync: str = "everysec"
     #: stream entries per pipelined XADD round trip (ingress = redis), or events per
     #: POST /publish request (ingress = http)
     publish_pipeline: int = 100
@@ -105,6 +109,8 @@ class TrialParams:
                 )
         if self.ingress == "http" and self.broker != "stream":
             raise ExperimentError("ingress = http writes to the stream: it needs broker = stream")
+        if self.ingress == "http" and self.fault == "redis-restart":
+            raise ExperimentError("fault = redis-restart runs its own Redis: use ingress = redis")
 
     def digest(self, seed: int) -> str:
         """A short stable hash of the resolved parameters and seed (identifies a trial)."""

@@ -12,7 +12,14 @@ from __future__ import annotations
 import dataclasses
 import random
 
-KINDS = ("none", "kill-consumer", "pg-terminate", "redis-client-kill", "publisher-retry")
+KINDS = (
+    "none",
+    "kill-consumer",
+    "pg-terminate",
+    "redis-client-kill",
+    "redis-restart",
+    "publisher-retry",
+)
 
 #: The application name consumers' PostgreSQL connections carry (pg-terminate finds them).
 CONSUMER_APPLICATION = "harness-consumer"

@@ -42,6 +42,8 @@ class Evidence:
     #: the broker and the fault injected: the list broker loses events under some faults
     broker: str = "stream"
     fault: str = "none"
+    #: Redis's AOF policy: a crash (fault = redis-restart) may lose ~1 s with everysec
+    appendfsync: str = "everysec"
 
     def __post_init__(self) -> None:
         # Fail on a misspelt name here, not when the verdict is already being written.
@@ -61,6 +63,8 @@ class Evidence:
     @property
     def loss_expected(self) -> bool:
         """Whether this broker is known to lose events under this fault."""
+        if self.fault == "redis-restart" and self.appendfsync != "always":
+            return True  # the broker's own loss: writes not yet fsynced when it crashed
         return self.broker == "list" and self.fault in LIST_LOSES_UNDER
 
 

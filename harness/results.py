@@ -56,6 +56,8 @@ class TrialResult:
     resent: int = 0
     #: events whose publish outcome was unknown (a connection error), sent again, stored
     recovered: int = 0
+    #: stream entries a crashed Redis did not bring back from its AOF (redis-restart)
+    broker_lost: int = 0
     error: str | None = None
 
     @property
@@ -88,6 +90,7 @@ class TrialResult:
             "faults_injected": self.faults_injected,
             "resent": self.resent,
             "recovered": self.recovered,
+            "broker_lost": self.broker_lost,
             "invariant_ok": self.invariant_ok,
             "anomaly": bool(self.anomalies),
             "lost_updates": self.lost_updates,

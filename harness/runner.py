@@ -10,11 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import ray
+import redis
 from ray.exceptions import RayActorError
 
 from harness import broker as broker_mod
@@ -28,6 +32,7 @@ from harness.faults import FaultPlan
 from harness.generator import Generator, Workload
 from harness.keys import Keys
 from harness.publisher import PublishPlan
+from harness.redis_server import ManagedRedis
 from harness.results import TrialResult
 from harness.retry import DEADLOCK_DETECTED, SERIALIZATION_FAILURE
 from harness.store import Store, Verification
@@ -96,6 +101,8 @@ class Runner:
         self._publishers: list[Any] = []
         self._service: Any = None
         self._service_url = ""
+        self._managed: ManagedRedis | None = None
+        self._managed_brokers: dict[str, broker_mod.Broker] = {}
 
     def close(self) -> None:
         if self._service is not None:
@@ -150,6 +157,12 @@ class Runner:
             outcome, error = None, f"{type(exc).__name__}: {exc}".strip()[:500]
         if outcome is None:
             self._recover(p.consumers, p.publishers)
+        if self._managed is not None:
+            for channel in self._managed_brokers.values():
+                channel.client.close()
+            self._managed.stop()
+            shutil.rmtree(self._managed.directory, ignore_errors=True)
+            self._managed = None
         result = self._verify(trial, generator, outcome, error)
         self.progress.trial_finished(result)
         return result, timeseries
@@ -158,11 +171,23 @@ class Runner:
         self, trial: Trial, workload: Workload, timeseries: list[dict[str, Any]]
     ) -> dict[str, Any]:
         p = trial.params
-        broker = self.brokers[p.broker]
+        brokers, redis_url = self.brokers, self.settings.redis_url
+        if p.fault == "redis-restart":
+            # This trial gets a redis-server of its own, persisting to an AOF, to crash.
+            self._managed = ManagedRedis(
+                Path(tempfile.mkdtemp(prefix="harness-redis-")), appendfsync=p.appendfsync
+            )
+            self._managed.start()
+            redis_url = self._managed.url
+            brokers = self._managed_brokers = {
+                kind: broker_mod.open_broker(kind, redis_url, self.keys, role="driver")
+                for kind in broker_mod.BROKERS
+            }
+        broker = brokers[p.broker]
         reset_from = self._clock()
         self.store.reset()
         broker.reset()
-        self.brokers["stream"].reset()  # the consumer group exists whatever the broker
+        brokers["stream"].reset()  # the consumer group exists whatever the broker
         reset_s = self._clock() - reset_from
         consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
         publishers = self._actors(self._publishers, PublisherActor, p.publishers)
@@ -181,6 +206,7 @@ class Runner:
             "prefix": self.keys.prefix,
             "counter": p.counter,
             "broker": p.broker,
+            "redis_url": redis_url,
         }
         ray.get(
             [
@@ -209,7 +235,11 @@ class Runner:
         ray.get(
             [
                 pub.start.remote(
-                    plan, prefix=self.keys.prefix, ingress_url=ingress_url, broker=p.broker
+                    plan,
+                    prefix=self.keys.prefix,
+                    ingress_url=ingress_url,
+                    broker=p.broker,
+                    redis_url=redis_url,
                 )
                 for pub, plan in zip(publishers, plans, strict=True)
             ]
@@ -233,7 +263,7 @@ class Runner:
             committed = sum(r["received"] for r in cons.values()) + dead.get("received", 0)
             for _ in range(fault.due(committed, workload.events, injected)):
                 injected += 1
-                self._inject(p.fault, alive, configs, consumer_setup, victims, cons, dead)
+                self._inject(p.fault, alive, configs, consumer_setup, victims, cons, dead, brokers)
             sample = Sample(
                 elapsed_s=now - started,
                 published=sum(r["events"] for r in pubs),
@@ -245,7 +275,7 @@ class Runner:
             if now - last_sample >= SAMPLE_S:
                 last_sample = now
                 timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
-            if not any(r["running"] for r in pubs) and broker.backlog().drained:
+            if not any(r["running"] for r in pubs) and self._drained(broker):
                 break
             if now - started > p.timeout_s:
                 raise TrialError(f"not drained after {p.timeout_s:g} s: {broker.backlog()}")
@@ -273,7 +303,15 @@ class Runner:
             "consumers_died": p.consumers - len(alive),
             "reset_s": reset_s,
             "faults_injected": injected,
+            "broker_lost": dead.get("broker_lost", 0),
         }
+
+    @staticmethod
+    def _drained(broker: broker_mod.Broker) -> bool:
+        try:
+            return broker.backlog().drained
+        except redis.ConnectionError:  # the broker is restarting: not drained yet
+            return False
 
     def _inject(
         self,
@@ -284,6 +322,7 @@ class Runner:
         victims: random.Random,
         reports: dict[int, dict[str, Any]],
         dead: dict[str, int],
+        brokers: dict[str, broker_mod.Broker],
     ) -> None:
         """One fault, now."""
         if kind == "kill-consumer":
@@ -298,8 +337,16 @@ class Runner:
             alive[index] = replacement
         elif kind == "pg-terminate":
             self.store.terminate_backends(faults_mod.CONSUMER_APPLICATION)
+        elif kind == "redis-restart":
+            assert self._managed is not None
+            # Entries the stream had taken before the crash and that the AOF replay does
+            # not bring back: the broker's own loss, apart from anything the pipeline does.
+            before = self._entries_added(brokers["stream"])
+            self._managed.restart()
+            after = self._entries_added(brokers["stream"])
+            dead["broker_lost"] = dead.get("broker_lost", 0) + max(0, before - after)
         elif kind == "redis-client-kill":
-            channel = self.brokers["stream"]
+            channel = brokers["stream"]
             channel.kill_clients(self.keys.client_name("consumer"))
             channel.kill_clients(self.keys.client_name("publisher"))
         else:  # pragma: no cover - FaultPlan.driver_side guards this
@@ -317,6 +364,16 @@ class Runner:
                 except Exception:  # dead, stuck, or never started: start afresh
                     ray.kill(actor)
                     pool[i] = self._new_actor(cls)
+
+    @staticmethod
+    def _entries_added(channel: broker_mod.Broker) -> int:
+        for _ in range(50):
+            try:
+                info = channel.client.xinfo_stream(channel.keys.stream)
+                return int(info.get("entries-added", info.get("length", 0)))
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise TrialError("the restarted Redis does not answer")
 
     def _poll_consumers(self, alive: dict[int, Any]) -> dict[int, dict[str, Any]]:
         refs = {i: actor.progress.remote() for i, actor in alive.items()}
@@ -360,6 +417,7 @@ class Runner:
                 isolation=trial.params.isolation,
                 broker=trial.params.broker,
                 fault=trial.params.fault,
+                appendfsync=trial.params.appendfsync,
             )
             verdict = invariants.classify(evidence)
         hist = latency.merge(r["histogram"] for r in reports)
@@ -389,5 +447,6 @@ class Runner:
             faults_injected=outcome["faults_injected"] if outcome else 0,
             resent=resent,
             recovered=uncertain if outcome and stored.lost == 0 else 0,
+            broker_lost=outcome["broker_lost"] if outcome else 0,
             error=error,
         )

@@ -94,3 +94,10 @@ def test_events_never_published_are_a_violation_even_for_the_list() -> None:
         evidence("list", "kill-consumer", received=100, unique=70, rows=71, lost=0, unexpected=1)
     )
     assert any("never published" in v for v in verdict.violations)
+
+
+def test_a_crashed_redis_may_lose_its_last_second_only_with_everysec() -> None:
+    lossy = evidence("stream", "redis-restart", received=95, unique=67, rows=67, lost=3)
+    assert classify(lossy).violations == ()  # appendfsync defaults to everysec
+    strict = Evidence(**{**lossy.__dict__, "appendfsync": "always"})
+    assert any("lost" in v for v in classify(strict).violations)
