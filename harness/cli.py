@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not wait for the service to store everything and check /stats",
     )
 
+    plot = sub.add_parser("plot", help="redraw a run's charts into RUN/plots/")
+    plot.add_argument("run", help="a run folder, e.g. results/smoke/20261125T160046Z")
+    rep = sub.add_parser("report", help="write RUN/report.md (redraws the charts)")
+    rep.add_argument("run", help="a run folder, e.g. results/smoke/20261125T160046Z")
+
     dlq = sub.add_parser("dlq", help="list dead-lettered entries and why")
     dlq.add_argument("--count", type=int, default=50, help="how many, oldest first (50)")
     _connection_flags(dlq, ray=False)
@@ -129,6 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args, console)
         if args.command == "serve":
             return _serve(args, console)
+        if args.command == "plot":
+            from harness import plots
+
+            for path in plots.plot_run(args.run):
+                console.print(str(path))
+            return EXIT_OK
+        if args.command == "report":
+            from harness import report
+
+            console.print(str(report.write_report(args.run)))
+            return EXIT_OK
         if args.command == "dlq":
             return _dlq(args, console)
         if args.command == "publish":
@@ -139,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (experiment.ExperimentError, UsageError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
-    except services.ServiceUnavailable as exc:
+    except (services.ServiceUnavailable, FileNotFoundError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
 
@@ -316,6 +332,14 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     console.print(progress.summary_table(finished, varying))
     failed = [r for r in finished if not r.invariant_ok]
     console.print(f"results: {out}/trials.csv, {out}/meta.json")
+    if finished:
+        from harness import report
+
+        try:
+            written = report.write_report(out)
+            console.print(f"report: {written}, charts in {out}/plots/")
+        except Exception as exc:  # the results are safe on disk; say what went wrong
+            console.print(f"[yellow]charts and report not written[/yellow]: {exc!r}")
     if status == "interrupted":
         console.print("[yellow]interrupted[/yellow]: the trials finished so far are written")
         return EXIT_INTERRUPTED

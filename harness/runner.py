@@ -276,6 +276,7 @@ class Runner:
                 last_sample = now
                 timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
             if not any(r["running"] for r in pubs) and self._drained(broker):
+                timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
                 break
             if now - started > p.timeout_s:
                 raise TrialError(f"not drained after {p.timeout_s:g} s: {broker.backlog()}")

@@ -1,0 +1,598 @@
+"""Charts of a run, drawn from its stored results into ``<run>/plots/*.png``.
+
+Each chart is a function ``draw(run) -> Figure`` with a companion ``describe(run) -> str``
+that says in one sentence, from the data, what the chart shows; :data:`CHARTS` registers
+them with the test that decides whether a run can draw the chart at all (a run with one
+batch size has no latency-vs-batch chart). Figures are built on the Agg canvas without
+pyplot, so nothing here touches a display or global state, and a notebook can show the
+same figures inline.
+
+Axes a chart does not show are held at one value (the experiment's base value, else the
+parameter's default, else the most common one), and the caption under the chart says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+from harness import stats
+from harness.results import Run, load
+
+ISOLATION_COLOURS = {
+    "read_committed": "#1f77b4",
+    "repeatable_read": "#ff7f0e",
+    "serializable": "#d62728",
+}
+CYCLE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+LINESTYLES: tuple[Any, ...] = ("-", "--", ":", "-.")
+LABELS = {
+    "batch_size": "batch size",
+    "isolation": "isolation level",
+    "counter": "counter strategy",
+    "entry_size": "events per stream entry",
+}
+DPI = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    """One chart: its file, its title, whether a run can draw it, how, and what it shows."""
+
+    filename: str
+    title: str
+    applies: Callable[[Run], bool]
+    draw: Callable[[Run], Figure]
+    describe: Callable[[Run], str]
+
+
+# -- words -----------------------------------------------------------------------------------
+
+
+def label(axis: str) -> str:
+    return LABELS.get(axis, axis.replace("_", " "))
+
+
+def named(axis: str, value: Any) -> str:
+    """A value as a sentence names it: ``serializable``, ``4 consumers``, ``batch size 100``,
+    ``the rmw counter``."""
+    if axis == "isolation":
+        return str(value)
+    if axis == "counter":
+        return f"the {value} counter"
+    if axis in ("consumers", "publishers", "topics"):
+        return f"{value} {axis.removesuffix('s') if value == 1 else axis}"
+    return f"{label(axis)} {value}"
+
+
+def _row(frame: Any, index: Any) -> dict[str, Any]:
+    """One row as a dict of Python values (``frame.loc[i]`` would turn ints into floats)."""
+    return dict(frame.loc[[index]].to_dict("records")[0])
+
+
+def _held_text(fixed: dict[str, Any]) -> str:
+    return f" ({', '.join(named(k, v) for k, v in fixed.items())})" if fixed else ""
+
+
+def _trials(n: int) -> str:
+    return "One trial" if n == 1 else f"All {n} trials"
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 10 else f"{value:,.2g}"
+
+
+# -- shared drawing ---------------------------------------------------------------------------
+
+
+def _figure(
+    panels: int, title: str, caption: str, *, width: float = 4.6, height: float = 4.8, **share: Any
+) -> tuple[Figure, Any]:
+    """A row of panels sharing the y axis, a title on top and a caption underneath."""
+    inches = 2.4 + width * panels
+    fig = Figure(figsize=(inches, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False, **{"sharey": True, **share})[0]
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    fig.supxlabel(textwrap.fill(caption, int(inches * 13)), fontsize=9, color="0.3")
+    return fig, axes
+
+
+def _caption(summary: Any, metric: str, fixed: dict[str, Any]) -> str:
+    n = int(summary[f"{metric}_n"].max()) if len(summary) else 0
+    text = (
+        f"Points: mean of {n} repeats; bars: 95% confidence interval (Student t)."
+        if n > 1
+        else "One trial per point."
+    )
+    if fixed:
+        text += (
+            f" Other settings held at {', '.join(f'{label(k)} = {v}' for k, v in fixed.items())}."
+        )
+    return text
+
+
+def _colours(axis: str, values: Sequence[Any]) -> dict[Any, str]:
+    if axis == "isolation":
+        return {v: ISOLATION_COLOURS.get(v, CYCLE[i % len(CYCLE)]) for i, v in enumerate(values)}
+    return {v: CYCLE[i % len(CYCLE)] for i, v in enumerate(values)}
+
+
+def _x_axis(ax: Axes, values: Sequence[float], name: str) -> bool:
+    """Ticks at the values swept; a log scale (returns True) when they span a factor ≥ 8."""
+    values = sorted(set(values))
+    log = values[0] > 0 and values[-1] / values[0] >= 8
+    if log:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(name)
+    return log
+
+
+@dataclasses.dataclass(frozen=True)
+class _Series:
+    metric: str
+    name: str = ""
+    linestyle: Any = "-"
+    marker: str = "o"
+
+
+def _sweep_chart(
+    run: Run, x: str, xlabel: str, series: Sequence[_Series], title: str, ylabel: str
+) -> Figure:
+    """``series`` against ``x``: a line per isolation level, a panel per counter strategy;
+    a log y axis when there is more than one series (latency percentiles)."""
+    summary, fixed, line = stats.sweep_summary(run, x, [s.metric for s in series])
+    counters, lines = (
+        stats.ordered("counter", summary["counter"]),
+        stats.ordered(line, summary[line]),
+    )
+    colours = _colours(line, lines)
+    fig, axes = _figure(len(counters), title, _caption(summary, series[-1].metric, fixed))
+    # With error bars, lines step aside a little so that their bars do not hide each other.
+    spread = 0.04 if (summary[[f"{s.metric}_n" for s in series]] > 1).any().any() else 0.0
+    for ax, counter in zip(axes, counters, strict=True):
+        logx = _x_axis(ax, summary[x].tolist(), xlabel)
+        for i, value in enumerate(lines):
+            s = summary[(summary["counter"] == counter) & (summary[line] == value)]
+            shift = spread * (i - (len(lines) - 1) / 2)
+            xs = (
+                s[x] * (1 + shift) if logx else s[x] + shift * (summary[x].max() - summary[x].min())
+            )
+            for spec in series:
+                _errorbar(ax, xs, s, spec, colours[value], log=len(series) > 1)
+        ax.set_title(f"{label('counter')}: {counter}", fontsize=10)
+        if len(series) > 1:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_minor_locator(NullLocator())
+        else:
+            ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    handles = [Line2D([], [], color=colours[v], marker="o", label=str(v)) for v in lines]
+    handles += [
+        Line2D([], [], color="0.3", linestyle=s.linestyle, marker=s.marker, label=s.name)
+        for s in series
+        if s.name
+    ]
+    fig.legend(handles=handles, title=label(line), loc="outside right center")
+    return fig
+
+
+def _errorbar(ax: Axes, xs: Any, s: Any, spec: _Series, colour: str, *, log: bool) -> None:
+    """Means joined by a line, with the 95% interval as bars when there are repeats."""
+    mean, half = s[f"{spec.metric}_mean"], s[f"{spec.metric}_ci"].fillna(0)
+    below = half.clip(upper=mean * 0.6) if log else half  # a log axis cannot reach 0
+    yerr = [below, half] if (s[f"{spec.metric}_n"] > 1).any() else None
+    ax.errorbar(
+        xs, mean, yerr=yerr, color=colour, linestyle=spec.linestyle, marker=spec.marker,
+        capsize=3, elinewidth=1, ecolor=to_rgba(colour, 0.45),
+    )  # fmt: skip
+
+
+def _applies_consumers(run: Run) -> bool:
+    t = stats.measured(run)
+    return not t.empty and t["consumers"].nunique() > 1
+
+
+# -- throughput vs consumers ------------------------------------------------------------------
+
+
+def throughput_vs_consumers(run: Run) -> Figure:
+    return _sweep_chart(
+        run,
+        "consumers",
+        "consumers (Ray actors)",
+        [_Series("throughput_eps")],
+        "Throughput vs consumers",
+        "throughput (events/s)",
+    )
+
+
+def describe_throughput_vs_consumers(run: Run) -> str:
+    summary, fixed, line = stats.sweep_summary(run, "consumers", ["throughput_eps"])
+    mean = "throughput_eps_mean"
+    peak = _row(summary, summary[mean].idxmax())
+    if summary["counter"].nunique() > 1:
+        fixed = {"counter": peak["counter"], **fixed}
+    sentence = (
+        f"Throughput peaks at {peak[mean]:,.0f} events/s with "
+        f"{named('consumers', peak['consumers'])} at {named(line, peak[line])}{_held_text(fixed)}"
+    )
+    best = summary.groupby(line)[mean].max() / peak[mean]
+    others = [
+        f"{named(line, value)} reaches {best[value]:.0%}"
+        for value in stats.ordered(line, summary[line])
+        if value != peak[line]
+    ]
+    if others:
+        return f"{sentence}; at their best, {' and '.join(others)} of that."
+    low = _row(summary, summary["consumers"].idxmin())
+    fewest = named("consumers", low["consumers"])
+    return f"{sentence}, against {low[mean]:,.0f} events/s with {fewest}."
+
+
+# -- retries vs consumers ---------------------------------------------------------------------
+
+
+def retries_vs_consumers(run: Run) -> Figure:
+    fig = _sweep_chart(
+        run,
+        "consumers",
+        "consumers (Ray actors)",
+        [_Series("retries_per_1k")],
+        "Transaction retries vs consumers",
+        "retries per 1,000 events",
+    )
+    fig.axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.3g}"))
+    return fig
+
+
+def describe_retries_vs_consumers(run: Run) -> str:
+    summary, fixed, line = stats.sweep_summary(run, "consumers", ["retries_per_1k"])
+    mean = "retries_per_1k_mean"
+    if not (summary[mean] > 0).any():
+        return (
+            "No transaction retried at any number of consumers: every batch committed first time."
+        )
+    top = _row(summary, summary[mean].idxmax())
+    same = (summary[line] == top[line]) & (summary["counter"] == top["counter"])
+    series = summary[same].sort_values("consumers")[mean]
+    trend = "rise with consumers, up to" if series.iloc[-1] > series.iloc[0] else "peak at"
+    sentence = (
+        f"Retries (serialization failures, deadlocks, broken connections) {trend} "
+        f"{_num(top[mean])} per 1,000 events with {named('consumers', top['consumers'])} at "
+        f"{named(line, top[line])}{_held_text(fixed)}"
+    )
+    calm = [
+        named(line, v)
+        for v in stats.ordered(line, summary[line])
+        if summary[summary[line] == v][mean].max() == 0
+    ]
+    return f"{sentence}; {' and '.join(calm)} never retried." if calm else f"{sentence}."
+
+
+# -- latency vs batch size --------------------------------------------------------------------
+
+LATENCIES = (
+    _Series("latency_p50_ms", "p50 (median)", "-", "o"),
+    _Series("latency_p99_ms", "p99", "--", "s"),
+)
+
+
+def latency_vs_batch(run: Run) -> Figure:
+    return _sweep_chart(
+        run,
+        "batch_size",
+        "batch size (events per transaction)",
+        LATENCIES,
+        "Latency vs batch size (log–log)",
+        "latency, publish to commit (ms)",
+    )
+
+
+def describe_latency_vs_batch(run: Run) -> str:
+    summary, fixed, line = stats.sweep_summary(run, "batch_size", [s.metric for s in LATENCIES])
+    first = stats.ordered(line, summary[line])[0]
+    s = summary[(summary[line] == first) & (summary["counter"] == summary["counter"].iloc[0])]
+    s = s.sort_values("batch_size")
+    lo, hi = _row(s, s.index[0]), _row(s, s.index[-1])
+    p50, p99 = "latency_p50_ms_mean", "latency_p99_ms_mean"
+    best = _row(summary, summary[p99].idxmin())
+    return (
+        f"At {named(line, first)}{_held_text(fixed)}, going from batches of "
+        f"{lo['batch_size']:,} to {hi['batch_size']:,} events moves p50 latency from "
+        f"{_num(lo[p50])} to {_num(hi[p50])} ms and p99 from {_num(lo[p99])} to "
+        f"{_num(hi[p99])} ms; the lowest p99, {_num(best[p99])} ms, is at "
+        f"{named(line, best[line])} with batches of {best['batch_size']:,}."
+    )
+
+
+def _applies_batch(run: Run) -> bool:
+    t = stats.measured(run)
+    return not t.empty and t["batch_size"].nunique() > 1
+
+
+# -- correctness matrix -----------------------------------------------------------------------
+
+VERDICT_COLOURS = {
+    "violation": "#e34a33",
+    "anomaly": "#fdbb84",
+    "did not finish": "#d9d9d9",
+    "holds": "#a1d99b",
+}
+
+
+def correctness(run: Run) -> Figure:
+    cells = stats.correctness_cells(run)
+    axes = stats.design_axes(stats.frame(run))
+    design = " × ".join(label(a) for a in axes)
+    isolations = stats.ordered("isolation", cells["isolation"])
+    designs = list(dict.fromkeys(cells["design"]))
+    # Isolation levels across the top when there are many designs, so the figure stays narrow.
+    across = "design" if len(designs) <= 4 else "isolation"
+    cols, rows = (designs, isolations) if across == "design" else (isolations, designs)
+    caption = (
+        f"{_trials(len(run.trials))}. A cell holds when every trial in it kept every invariant "
+        "(nothing lost, nothing stored twice, counters exact); an anomaly is a loss its design "
+        "is expected to show (a counter strategy unsafe at that isolation level, the list "
+        "broker under a fault); a violation is a bug."
+    )
+    fig, (ax,) = _figure(
+        1, f"Correctness: isolation level × {design}", caption,
+        width=1.6 + 2.2 * len(cols), height=1.9 + 1.0 * len(rows),
+    )  # fmt: skip
+    names = list(stats.VERDICTS)
+    grid = [[float(names.index("holds"))] * len(cols) for _ in rows]
+    counters_shown = "counter" in axes or bool(cells["lost_updates"].any())
+    for c in cells.to_dict("records"):
+        i, j = isolations.index(c["isolation"]), designs.index(c["design"])
+        if across == "isolation":
+            i, j = j, i
+        grid[i][j] = names.index(c["verdict"])
+        text = _cell_text(c, counters_kept=counters_shown)
+        ax.text(j, i, text, ha="center", va="center", fontsize=9)
+    cmap = ListedColormap([VERDICT_COLOURS[v] for v in names])
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5)
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(design if across == "design" else label("isolation"))
+    ax.set_ylabel(label("isolation") if across == "design" else design)
+    ax.set_aspect("auto")
+    shown = set(cells["verdict"])
+    handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in names if v in shown]
+    fig.legend(handles=handles, loc="outside right center")
+    return fig
+
+
+def _cell_text(cell: dict[str, Any], *, counters_kept: bool) -> str:
+    text = [cell["verdict"], f"{cell['held']}/{cell['trials']} trials hold"]
+    text.append(f"{cell['lost']:,} events lost")
+    if cell["double_applied"]:
+        text.append(f"{cell['double_applied']:,} stored twice")
+    if counters_kept:
+        text.append(f"{cell['lost_updates']:,.0f} counter updates lost")
+    return "\n".join(text)
+
+
+def describe_correctness(run: Run) -> str:
+    cells, t = stats.correctness_cells(run), stats.frame(run)
+    axes = [label("isolation"), *(label(a) for a in stats.design_axes(t) if t[a].nunique() > 1)]
+    where = "at any " + (f"{', '.join(axes[:-1])} or {axes[-1]}" if len(axes) > 1 else axes[0])
+    if (cells["verdict"] == "holds").all():
+        every = "The only trial holds" if len(t) == 1 else f"All {len(t)} trials hold"
+        return f"{every} every invariant: no event was lost or stored twice {where}."
+    parts = [f"{int(t['holds'].sum())} of {len(t)} trials hold every invariant"]
+    for verdict, what in (
+        ("anomaly", "show{s} an expected anomaly"),
+        ("violation", "break{s} an invariant"),
+        ("did not finish", "did not finish"),
+    ):
+        n = int((t["verdict"] == verdict).sum())
+        if n:
+            bad = cells[cells["verdict"] == verdict]
+            designs = dict.fromkeys(bad["design"])
+            where_ = "; ".join(_where(cells, design, verdict) for design in designs)
+            parts.append(f"{n} {what.format(s='s' if n == 1 else '')} ({where_})")
+    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] + "."
+
+
+def _where(cells: Any, design: str, verdict: str) -> str:
+    """``list · kill-consumer at every isolation level: 111 events lost``."""
+    bad = cells[(cells["design"] == design) & (cells["verdict"] == verdict)]
+    levels = list(bad["isolation"])
+    if len(levels) > 1 and set(levels) == set(cells["isolation"]):
+        at = "every isolation level"
+    else:
+        at = " and ".join(levels)
+    return f"{design} at {at}{_losses(bad.sum(numeric_only=True).to_dict())}"
+
+
+def _losses(cell: dict[str, Any]) -> str:
+    lost = [
+        f"{cell[key]:,.0f} {name}"
+        for key, name in (
+            ("lost", "events lost"),
+            ("double_applied", "stored twice"),
+            ("lost_updates", "counter updates lost"),
+        )
+        if cell[key]
+    ]
+    return f": {', '.join(lost)}" if lost else ""
+
+
+def _applies_correctness(run: Run) -> bool:
+    return not run.trials.empty
+
+
+# -- throughput over time ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _TraceStyle:
+    """How the throughput-over-time chart tells trials apart: a panel per counter strategy
+    (or else per isolation level), colour by the next swept axis, line style by the one after."""
+
+    panel: str | None
+    colour_axis: str
+    colours: dict[Any, str]
+    dash_axis: str | None
+    dashes: dict[Any, Any]
+
+    @classmethod
+    def of(cls, run: Run, t: Any) -> _TraceStyle:
+        axes = stats.swept(run, t)
+        panel = next((a for a in ("counter", "isolation") if a in axes), None)
+        rest = [a for a in axes if a != panel][:2]
+        if len(rest) == 2 and t[rest[1]].nunique() > len(LINESTYLES):
+            rest.reverse()  # the axis with few enough values for line styles gets them
+        colour_axis = rest[0] if rest else "trial"
+        dash_axis = rest[1] if len(rest) > 1 and t[rest[1]].nunique() <= len(LINESTYLES) else None
+        dashes = {}
+        if dash_axis:
+            dashes = dict(zip(stats.ordered(dash_axis, t[dash_axis]), LINESTYLES, strict=False))
+        colours = _colours(colour_axis, stats.ordered(colour_axis, t[colour_axis]))
+        return cls(panel, colour_axis, colours, dash_axis, dashes)
+
+    def line(self, trial: Any) -> dict[str, Any]:
+        dash = self.dashes[trial[self.dash_axis]] if self.dash_axis else "-"
+        return {"color": self.colours[trial[self.colour_axis]], "linestyle": dash}
+
+    def handles(self) -> list[Line2D]:
+        name = label(self.colour_axis)
+        handles = [Line2D([], [], color=c, label=f"{name} = {v}") for v, c in self.colours.items()]
+        if self.dash_axis:
+            name = label(self.dash_axis)
+            handles += [
+                Line2D([], [], color="0.3", linestyle=d, label=f"{name} = {v}")
+                for v, d in self.dashes.items()
+            ]
+        return handles
+
+
+def throughput_over_time(run: Run) -> Figure:
+    t, steps = stats.frame(run), stats.rates(run)
+    style = _TraceStyle.of(run, t)
+    panels = stats.ordered(style.panel, t[style.panel]) if style.panel else [None]
+    caption = (
+        "One line per trial: events committed per second between samples taken about once a "
+        "second, from the first publish to the last commit."
+    )
+    fig, axes = _figure(len(panels), "Commit rate over time, per trial", caption, sharex=True)
+    for ax, value in zip(axes, panels, strict=True):
+        for _, trial in (t[t[style.panel] == value] if style.panel else t).iterrows():
+            s = steps[steps["trial"] == trial["trial"]]
+            if not s.empty:
+                edges = [s["start_s"].iloc[0], *s["end_s"]]
+                ax.stairs(
+                    s["rate_eps"], edges, baseline=None, lw=1.5, alpha=0.8, **style.line(trial)
+                )
+        ax.set_title(f"{label(style.panel)}: {value}" if style.panel else "", fontsize=10)
+        ax.set_xlabel("time since publishing began (s)")
+        ax.grid(alpha=0.3)
+    if not steps.empty:  # shared axes: set the limits once, from every panel's data
+        axes[0].set_xlim(0, steps["end_s"].max() * 1.02)
+        axes[0].set_ylim(0, steps["rate_eps"].max() * 1.05)
+    axes[0].set_ylabel("commit rate (events/s)")
+    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    handles = style.handles()
+    if len(handles) <= 24:
+        fig.legend(handles=handles, loc="outside right center")
+    return fig
+
+
+def describe_throughput_over_time(run: Run) -> str:
+    t, steps = stats.frame(run), stats.rates(run)
+    longest = _row(t, t["duration_s"].idxmax())
+    config = ", ".join(named(a, longest[a]) for a in stats.swept(run, t))
+    return (
+        f"Commit rates between samples range from {steps['rate_eps'].min():,.0f} to "
+        f"{steps['rate_eps'].max():,.0f} events/s; trials last "
+        f"{t['duration_s'].min():.1f}–{t['duration_s'].max():.1f} s"
+        + (f", the longest being trial {longest['trial']} ({config})." if config else ".")
+    )
+
+
+def _applies_time(run: Run) -> bool:
+    return not run.trials.empty and not run.timeseries.empty
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+CHARTS: tuple[Chart, ...] = (
+    Chart(
+        "throughput_vs_consumers.png",
+        "Throughput vs consumers",
+        _applies_consumers,
+        throughput_vs_consumers,
+        describe_throughput_vs_consumers,
+    ),
+    Chart(
+        "latency_vs_batch.png",
+        "Latency vs batch size",
+        _applies_batch,
+        latency_vs_batch,
+        describe_latency_vs_batch,
+    ),
+    Chart(
+        "retries_vs_consumers.png",
+        "Retries vs consumers",
+        _applies_consumers,
+        retries_vs_consumers,
+        describe_retries_vs_consumers,
+    ),
+    Chart(
+        "correctness.png",
+        "Correctness: what held and what was lost",
+        _applies_correctness,
+        correctness,
+        describe_correctness,
+    ),
+    Chart(
+        "throughput_over_time.png",
+        "Commit rate over time",
+        _applies_time,
+        throughput_over_time,
+        describe_throughput_over_time,
+    ),
+)
+
+
+def charts_for(run: Run) -> list[Chart]:
+    """The charts this run has the data for, in report order."""
+    return [chart for chart in CHARTS if chart.applies(run)]
+
+
+def plot_run(run_path: str | Path) -> list[Path]:
+    """Draw every chart the run can show into ``<run>/plots/`` and return the files written.
+
+    Charts from an earlier drawing that no longer apply are removed, so the folder always
+    matches the run.
+    """
+    run = load(run_path)
+    directory = run.path / "plots"
+    directory.mkdir(exist_ok=True)
+    written = []
+    for chart in CHARTS:
+        target = directory / chart.filename
+        if chart.applies(run):
+            chart.draw(run).savefig(target)
+            written.append(target)
+        else:
+            target.unlink(missing_ok=True)
+    return written

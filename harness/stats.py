@@ -1,0 +1,266 @@
+"""The numbers behind the charts and the report: a run's trials as tables.
+
+:func:`frame` adds to the trials what analysis needs (a verdict per trial, retries per
+1,000 events, defaults for columns older runs lack); :func:`swept`, :func:`held` and
+:func:`sweep_summary` find the axes a run varies and slice it; :func:`summarize` gives
+mean, standard deviation, n and a 95% confidence interval per group; :func:`rates` turns
+the time series into commit rates.
+
+The interval is Student's t: ``mean ± t(0.975, n−1) · s / √n``. The critical values for
+1–30 degrees of freedom come from a table (exact to three decimals); beyond 30 a
+Cornish–Fisher expansion around the normal quantile is within 0.001 of the exact value,
+so no statistics package is needed. A group with a single trial has no spread to
+measure: its standard deviation and interval are NaN, not an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from harness import experiment
+from harness.results import Run
+
+#: Two-sided 95% critical values of Student's t, indexed by degrees of freedom − 1.
+T_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+#: Values in their natural order (the rest sort after them).
+KNOWN_ORDER = {
+    "isolation": ("read_committed", "repeatable_read", "serializable"),
+    "counter": ("atomic", "rmw", "sharded"),
+    "broker": ("stream", "list"),
+    "fault": ("none",),
+    "ingress": ("redis", "http"),
+}
+#: The axes that choose a design whose correctness the matrix shows, beside isolation.
+DESIGN_AXES = ("counter", "broker", "fault", "ingress")
+#: A trial's verdict, worst first: a group of trials takes the worst of its verdicts.
+VERDICTS = ("violation", "anomaly", "did not finish", "holds")
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(experiment.TrialParams)}
+
+#: Suffixes of the columns :func:`summarize` writes for each metric.
+SUFFIXES = ("mean", "std", "n", "ci", "low", "high")
+
+_Z_975 = statistics.NormalDist().inv_cdf(0.975)
+
+
+def t_critical(df: int) -> float:
+    """The two-sided 95% critical value of Student's t with ``df`` degrees of freedom."""
+    if df < 1:
+        return math.nan
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = _Z_975
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, int, float]:
+    """``(mean, std, n, half_width)`` of the finite values; NaN where undefined."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return math.nan, math.nan, 0, math.nan
+    mean = math.fsum(finite) / n
+    if n == 1:
+        return mean, math.nan, 1, math.nan
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
+    return mean, std, n, t_critical(n - 1) * std / math.sqrt(n)
+
+
+def summarize(trials: Any, by: Sequence[str], metrics: Sequence[str]) -> Any:
+    """One row per group of ``by``, with ``<metric>_mean``, ``_std``, ``_n``, ``_ci`` (the
+    interval's half-width), ``_low`` and ``_high`` for each metric.
+
+    ``trials`` is a pandas DataFrame (``harness.results.load(path).trials``); NaN values
+    are left out of a group's statistics. With ``by=[]`` the whole frame is one group.
+    Groups come out in sorted order of ``by``.
+    """
+    import pandas as pd
+
+    by, metrics = list(by), list(metrics)
+    missing = [c for c in [*by, *metrics] if c not in trials.columns]
+    if missing:
+        raise KeyError(f"no column {', '.join(map(repr, missing))} in the trials")
+    groups = trials.groupby(by, sort=True, dropna=False) if by else [((), trials)]
+    rows = []
+    for key, group in groups:
+        keys = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(by, keys, strict=True))
+        for metric in metrics:
+            values = pd.to_numeric(group[metric], errors="coerce").tolist()
+            mean, std, n, half = interval(values)
+            row |= {
+                f"{metric}_mean": mean,
+                f"{metric}_std": std,
+                f"{metric}_n": n,
+                f"{metric}_ci": half,
+                f"{metric}_low": mean - half,
+                f"{metric}_high": mean + half,
+            }
+        rows.append(row)
+    columns = [*by, *(f"{m}_{s}" for m in metrics for s in SUFFIXES)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -- a run's trials -----------------------------------------------------------------------
+
+
+def frame(run: Run) -> Any:
+    """The trials plus what analysis needs.
+
+    Adds ``counter`` (``atomic`` in runs that predate it), ``lost_updates`` (0 likewise),
+    ``violations``, ``error`` and ``anomalies`` as text, ``retries_per_1k``, and ``verdict``:
+    ``did not finish`` (an error), ``violation`` (an invariant broke), ``anomaly`` (the
+    counter strategy's expected anomaly, such as lost updates) or ``holds``.
+    """
+    import pandas as pd
+
+    t = run.trials.copy()
+    if t.empty:
+        return t
+    if "counter" not in t:
+        t["counter"] = "atomic"
+    lost_updates = t["lost_updates"] if "lost_updates" in t else pd.Series(0, index=t.index)
+    t["lost_updates"] = pd.to_numeric(lost_updates, errors="coerce").fillna(0)
+    for column in ("violations", "error", "anomalies"):
+        t[column] = t[column].map(_text) if column in t else ""
+    flag = t["anomaly"].map(_text) if "anomaly" in t else pd.Series("", index=t.index)
+    described = ~flag.str.lower().isin(("", "false", "true"))  # older runs: a text column
+    t["anomalies"] = t["anomalies"].where(~described | (t["anomalies"] != ""), flag)
+    anomalous = (flag.str.lower() == "true") | (t["anomalies"] != "") | (t["lost_updates"] > 0)
+    ok = t["invariant_ok"].map(_text).str.lower() == "true"
+    t["verdict"] = "holds"
+    t.loc[anomalous, "verdict"] = "anomaly"
+    t.loc[~ok, "verdict"] = "violation"
+    t.loc[t["error"] != "", "verdict"] = "did not finish"
+    t["holds"] = t["verdict"] == "holds"
+    published = pd.to_numeric(t["events_published"], errors="coerce")
+    t["retries_per_1k"] = 1000 * t["retries"] / published.where(published > 0)
+    return t
+
+
+def _text(value: Any) -> str:
+    import pandas as pd
+
+    return "" if pd.isna(value) else str(value)
+
+
+def measured(run: Run) -> Any:
+    """The trials that ran to their end (no ``error``): the ones whose numbers mean something."""
+    t = frame(run)
+    return t if t.empty else t[t["error"] == ""]
+
+
+def swept(run: Run, trials: Any | None = None) -> list[str]:
+    """The parameters that take more than one value, in the experiment's sweep order."""
+    t = frame(run) if trials is None else trials
+    order = [*run.meta.get("experiment", {}).get("sweep", {}), *experiment.FIELDS]
+    return [c for c in dict.fromkeys(order) if c in t and t[c].nunique() > 1]
+
+
+def ordered(axis: str, values: Iterable[Any]) -> list[Any]:
+    known = KNOWN_ORDER.get(axis, ())
+    return sorted(set(values), key=lambda v: (known.index(v) if v in known else len(known), v))
+
+
+def held(run: Run, trials: Any, keep: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """``trials`` with every swept axis not in ``keep`` held at one value, and those values."""
+    base = run.meta.get("experiment", {}).get("params", {})
+    fixed: dict[str, Any] = {}
+    for axis in swept(run, trials):
+        if axis in keep:
+            continue
+        values = set(trials[axis])
+        choices = [v for v in (base.get(axis), DEFAULTS.get(axis)) if v in values]
+        fixed[axis] = choices[0] if choices else sorted(trials[axis].mode())[0]
+        trials = trials[trials[axis] == fixed[axis]]
+    return trials, fixed
+
+
+def line_axis(run: Run, trials: Any, x: str) -> str:
+    """What the lines stand for: isolation levels, or else the next axis the run sweeps."""
+    others = [a for a in swept(run, trials) if a not in (x, "counter", "isolation")]
+    return "isolation" if trials["isolation"].nunique() > 1 or not others else others[0]
+
+
+def sweep_summary(run: Run, x: str, metrics: Sequence[str]) -> tuple[Any, dict[str, Any], str]:
+    """Mean and interval of ``metrics`` per (counter, line, ``x``) over the finished trials,
+    the values the other swept axes are held at, and the axis the lines stand for."""
+    trials = measured(run)
+    line = line_axis(run, trials, x)
+    trials, fixed = held(run, trials, (x, line, "counter"))
+    return summarize(trials, ["counter", line, x], metrics), fixed, line
+
+
+def design_axes(trials: Any) -> list[str]:
+    """The design axes the trials vary (``counter`` alone when they vary none)."""
+    return [a for a in DESIGN_AXES if a in trials and trials[a].nunique() > 1] or ["counter"]
+
+
+def correctness_cells(run: Run) -> Any:
+    """One row per design (the values of :func:`design_axes`, joined in ``design``) and
+    isolation level, in that order: trials, how many held, what was lost, the worst verdict."""
+    t = frame(run)
+    axes = design_axes(t)
+    t["rank"] = t["verdict"].map(VERDICTS.index)
+    cells = (
+        t.groupby(["isolation", *axes])
+        .agg(
+            trials=("holds", "size"),
+            held=("holds", "sum"),
+            rank=("rank", "min"),
+            lost=("lost", "sum"),
+            double_applied=("double_applied", "sum"),
+            lost_updates=("lost_updates", "sum"),
+        )
+        .reset_index()
+    )
+    cells["verdict"] = cells["rank"].map(lambda r: VERDICTS[r])
+    cells["design"] = cells[axes].astype(str).agg(" · ".join, axis=1)
+    order = {a: ordered(a, cells[a]) for a in [*axes, "isolation"]}
+    cells = cells.sort_values([*axes, "isolation"], key=lambda c: c.map(order[c.name].index))
+    return cells.drop(columns="rank").reset_index(drop=True)
+
+
+def rates(run: Run) -> Any:
+    """Commit rate between consecutive samples: rows ``trial, start_s, end_s, rate_eps``.
+
+    Each trial starts at 0 events at 0 s and, when it finished, ends with everything it
+    received at ``duration_s``, so the first and last steps cover the ramp-up and the drain.
+    """
+    import pandas as pd
+
+    t, ts = frame(run), run.timeseries
+    rows = []
+    for _, trial in t.iterrows():
+        samples = ts[ts["trial"] == trial["trial"]].sort_values("elapsed_s") if len(ts) else ts
+        times = [0.0, *samples.get("elapsed_s", [])]
+        counts = [0.0, *samples.get("committed", [])]
+        if trial["error"] == "" and trial["duration_s"] > times[-1]:
+            spacing = (
+                statistics.median(b - a for a, b in itertools.pairwise(times))
+                if len(times) > 1
+                else 0
+            )
+            if trial["duration_s"] - times[-1] < 0.3 * spacing:
+                del times[-1], counts[-1]  # a sliver of a step would be a spike of noise
+            times.append(trial["duration_s"])
+            counts.append(max(trial["received"], counts[-1]))
+        for i in range(1, len(times)):
+            if times[i] > times[i - 1]:
+                rate = (counts[i] - counts[i - 1]) / (times[i] - times[i - 1])
+                rows.append((trial["trial"], times[i - 1], times[i], rate))
+    return pd.DataFrame(rows, columns=["trial", "start_s", "end_s", "rate_eps"])
