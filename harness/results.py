@@ -58,6 +58,8 @@ class TrialResult:
     recovered: int = 0
     #: stream entries a crashed Redis did not bring back from its AOF (redis-restart)
     broker_lost: int = 0
+    #: Ray nodes the trial's publishers and consumers ran on
+    nodes: int = 0
     error: str | None = None
 
     @property
@@ -91,6 +93,7 @@ class TrialResult:
             "resent": self.resent,
             "recovered": self.recovered,
             "broker_lost": self.broker_lost,
+            "nodes": self.nodes,
             "invariant_ok": self.invariant_ok,
             "anomaly": bool(self.anomalies),
             "lost_updates": self.lost_updates,

@@ -208,7 +208,7 @@ class Runner:
             "broker": p.broker,
             "redis_url": redis_url,
         }
-        ray.get(
+        nodes = ray.get(
             [
                 c.start.remote(cfg, **consumer_setup)
                 for c, cfg in zip(consumers, configs, strict=True)
@@ -232,7 +232,7 @@ class Runner:
         ]
         ingress_url = self._ingress_url() if p.ingress == "http" else None
         started = self._clock()
-        ray.get(
+        nodes += ray.get(
             [
                 pub.start.remote(
                     plan,
@@ -305,6 +305,7 @@ class Runner:
             "reset_s": reset_s,
             "faults_injected": injected,
             "broker_lost": dead.get("broker_lost", 0),
+            "nodes": len(set(nodes)),
         }
 
     @staticmethod
@@ -449,5 +450,6 @@ class Runner:
             resent=resent,
             recovered=uncertain if outcome and stored.lost == 0 else 0,
             broker_lost=outcome["broker_lost"] if outcome else 0,
+            nodes=outcome["nodes"] if outcome else 0,
             error=error,
         )
