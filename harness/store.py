@@ -20,6 +20,7 @@ from harness import queries
 from harness.retry import RETRYABLE_SQLSTATES, RetryPolicy
 
 SCHEMA_VERSION = 1
+INSERT_METHODS = ("unnest", "copy")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: the ``event_stats`` row that ``atomic`` and ``rmw`` count on; ``reset()`` recreates it
 HOT_ROW = 0
@@ -193,6 +194,7 @@ class Store:
         chance: Callable[[], float] = random.random,
         connect_timeout: int = 5,
         application_name: str = "harness",
+        insert: str = "copy",
     ) -> None:
         if not _IDENTIFIER.match(schema):
             raise ValueError(f"schema name {schema!r} must match {_IDENTIFIER.pattern}")
@@ -206,6 +208,12 @@ class Store:
         self._connect_timeout = connect_timeout
         #: how this connection shows in pg_stat_activity (fault injection finds it by it)
         self.application_name = application_name
+        if insert not in INSERT_METHODS:
+            raise ValueError(f"insert must be one of {', '.join(INSERT_METHODS)}, got {insert!r}")
+        #: how a batch reaches processed_events: one INSERT from unnest()ed arrays, or COPY
+        #: into a staging table and INSERT … SELECT from it
+        self.insert = insert
+        self._staging_for: psycopg.Connection[Any] | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self._committing = False
         self._q = queries.load()
@@ -337,23 +345,52 @@ class Store:
         conn = self.conn
         conn.isolation_level = self.isolation.psycopg
         self._committing = False
+        if self.insert == "copy" and self._staging_for is not conn:
+            # outside the batch's transaction (autocommit), so a rollback cannot undo it
+            self._run("create_staging")
+            self._staging_for = conn
         with conn.transaction():
-            cur = conn.cursor()
-            (insert,) = self._q["insert_events"]
-            cur.execute(
-                insert,
-                {
-                    "topics": batch.topics,
-                    "event_ids": batch.event_ids,
-                    "timestamps": batch.timestamps,
-                    "sources": batch.sources,
-                    "payloads": batch.payloads,
-                },
+            unique = (
+                self._insert_copy(batch) if self.insert == "copy" else self._insert_unnest(batch)
             )
-            unique = cur.rowcount
             self._count(batch.received, unique, shard)
             self._committing = True  # leaving the block sends COMMIT
         return unique
+
+    def _insert_unnest(self, batch: Prepared) -> int:
+        cur = self.conn.cursor()
+        (insert,) = self._q["insert_events"]
+        cur.execute(
+            insert,
+            {
+                "topics": batch.topics,
+                "event_ids": batch.event_ids,
+                "timestamps": batch.timestamps,
+                "sources": batch.sources,
+                "payloads": batch.payloads,
+            },
+        )
+        return cur.rowcount
+
+    def _insert_copy(self, batch: Prepared) -> int:
+        """COPY the batch into a session-local staging table, then one INSERT … SELECT.
+
+        COPY skips per-row parameter handling on both sides; the staging table empties
+        itself at commit (ON COMMIT DELETE ROWS) and lives as long as the connection.
+        """
+        cur = self.conn.cursor()
+        (copy_sql,) = self._q["copy_staging"]
+        with cur.copy(copy_sql) as copy:
+            for row in zip(
+                batch.topics,
+                batch.event_ids,
+                batch.timestamps,
+                batch.sources,
+                batch.payloads,
+                strict=True,
+            ):
+                copy.write_row(row)
+        return self._run("insert_from_staging").rowcount
 
     def _count(self, received: int, unique: int, shard: int) -> None:
         """Add one batch to the counters, inside the batch's transaction."""

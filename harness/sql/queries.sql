@@ -11,6 +11,23 @@ FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
      AS t(topic, event_id, ts, source, payload)
 ON CONFLICT (topic, event_id) DO NOTHING
 
+-- create_staging --
+-- Per connection: the COPY path stages a batch here, then inserts it in one statement.
+CREATE TEMPORARY TABLE IF NOT EXISTS staging (
+    topic text, event_id text, ts text, source text, payload text
+) ON COMMIT DELETE ROWS
+
+-- copy_staging --
+COPY staging (topic, event_id, ts, source, payload) FROM STDIN
+
+-- insert_from_staging --
+-- Sorted by the key (byte order), so concurrent batches lock keys in one order.
+INSERT INTO processed_events (topic, event_id, ts, source, payload)
+SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
+FROM staging
+ORDER BY topic COLLATE "C", event_id COLLATE "C"
+ON CONFLICT (topic, event_id) DO NOTHING
+
 -- add_counters --
 -- Counter strategy "atomic": the increment happens in the row, under its lock, so no
 -- concurrent batch's count is ever overwritten.

@@ -150,3 +150,27 @@ def test_reset_empties_events_and_counters(store: Store) -> None:
     assert store.counters().received == 0
     assert store.verify([]).rows == 0
     assert store.schema_version() >= 1
+
+
+@pytest.mark.parametrize("insert", ["unnest", "copy"])
+def test_both_insert_paths_store_the_same(make_store: Callable[..., Store], insert: str) -> None:
+    store = make_store(insert=insert)
+    gen = Generator(Workload(events=2500, duplicate_rate=0.3, topics=4, seed=2))
+    events = list(gen.events())
+    results = [store.apply_batch(events[i : i + 300]) for i in range(0, len(events), 300)]
+    assert sum(r.unique for r in results) == gen.expected_unique
+    check = store.verify(gen.expected_keys())
+    assert (check.rows, check.lost) == (gen.expected_unique, 0)
+    store.close()  # a new connection must get its own staging table
+    assert store.apply_batch(events[:10]).unique == 0
+
+
+def test_a_rolled_back_first_batch_does_not_lose_the_staging_table(
+    make_store: Callable[..., Store],
+) -> None:
+    store = make_store(insert="copy")
+    bad = {"topic": "t", "event_id": "e", "timestamp": "not a time", "source": "", "payload": {}}
+    with pytest.raises(psycopg.DataError):
+        store.apply_batch([bad])
+    good = {**bad, "timestamp": "2025-12-17T10:00:00Z"}
+    assert store.apply_batch([good]).unique == 1

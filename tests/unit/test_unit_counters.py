@@ -137,7 +137,7 @@ class RecordingCursor:
 
 def applied(counter: str, *, shard: int, inserted: int) -> list[tuple[str, Any]]:
     """What one apply_batch of 5 events (4 distinct keys) sends, by block name."""
-    store = Store(DSN, counter=counter)
+    store = Store(DSN, counter=counter, insert="unnest")  # the stub records statements
     conn = RecordingConnection(inserted)
     store._conn = conn  # type: ignore[assignment]
     batch = [
