@@ -109,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not wait for the service to store everything and check /stats",
     )
 
+    bench = sub.add_parser(
+        "bench", help="store ceiling vs the seed's design vs the pipeline, in one run"
+    )
+    bench.add_argument("--events", type=int, help="events for (a) and (c) (400,000)")
+    bench.add_argument("--quick", action="store_true", help="a small run (20,000 events)")
+    bench.add_argument("--out", help="results folder (default: results/)")
+    bench.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
+    _connection_flags(bench)
+
     plot = sub.add_parser("plot", help="redraw a run's charts into RUN/plots/")
     plot.add_argument("run", help="a run folder, e.g. results/smoke/20261125T160046Z")
     rep = sub.add_parser("report", help="write RUN/report.md (redraws the charts)")
@@ -134,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args, console)
         if args.command == "serve":
             return _serve(args, console)
+        if args.command == "bench":
+            return _bench(args, console)
         if args.command == "plot":
             from harness import plots
 
@@ -180,6 +191,70 @@ def _settings(args: argparse.Namespace) -> Settings:
         ray_tmpdir=getattr(args, "ray_tmpdir", None),
         results_dir=getattr(args, "out", None),
     )
+
+
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from harness import bench, cluster, results
+
+    cfg = bench.BenchConfig()
+    if args.quick:
+        cfg = cfg.quick()
+    if args.events:
+        cfg = dataclasses.replace(cfg, events=args.events)
+    settings = _settings(args)
+    versions = services.check(settings)
+    run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = settings.results_dir / "bench" / run_id
+    if out.exists():
+        raise UsageError(f"{out} exists already; choose another --run-id")
+    started = results.now_iso()
+    with console.status("starting Ray…"):
+        ray_facts = cluster.init(settings)
+    try:
+        measured = bench.run_all(settings, cfg, progress=console.print)
+    finally:
+        cluster.shutdown()
+    table = Table(title="bench")
+    for column in ("", "events", "seconds", "events/s", "verified", "detail"):
+        table.add_column(column, justify="left" if column in ("", "detail") else "right")
+    for m in measured:
+        table.add_row(
+            f"({m.key}) {m.name}",
+            f"{m.events:,}",
+            f"{m.seconds:.2f}",
+            f"{m.events_per_s:,.0f}",
+            "yes" if m.verified else "[red]NO[/red]",
+            m.detail,
+        )
+    console.print(table)
+    ratio = bench.ratios(measured)
+    console.print("  ".join(f"{k} = {v:,.2f}" for k, v in ratio.items()))
+    out.mkdir(parents=True)
+    (out / "bench.json").write_text(
+        json.dumps(
+            {
+                "results_format": results.RESULTS_FORMAT,
+                "started": started,
+                "finished": results.now_iso(),
+                "config": dataclasses.asdict(cfg),
+                "measurements": [
+                    {**dataclasses.asdict(m), "events_per_s": m.events_per_s} for m in measured
+                ],
+                "ratios": ratio,
+                "servers": versions,
+                "ray": ray_facts,
+                "environment": environment.describe(),
+                "argv": sys.argv,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"results: {out}/bench.json")
+    return EXIT_OK if all(m.verified for m in measured) else EXIT_FAILED_TRIAL
 
 
 def _dlq(args: argparse.Namespace, console: Console) -> int:

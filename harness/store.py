@@ -21,6 +21,9 @@ from harness.retry import RETRYABLE_SQLSTATES, RetryPolicy
 
 SCHEMA_VERSION = 1
 INSERT_METHODS = ("unnest", "copy")
+#: With insert = "copy", batches of at least this many distinct events go through COPY;
+#: smaller ones are cheaper as arrays in the one statement.
+COPY_FROM = 64
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: the ``event_stats`` row that ``atomic`` and ``rmw`` count on; ``reset()`` recreates it
 HOT_ROW = 0
@@ -167,6 +170,16 @@ class Verification:
     unexpected: int
 
 
+def _columns(batch: Prepared) -> dict[str, list[str]]:
+    return {
+        "topics": batch.topics,
+        "event_ids": batch.event_ids,
+        "timestamps": batch.timestamps,
+        "sources": batch.sources,
+        "payloads": batch.payloads,
+    }
+
+
 def _retry_label(exc: psycopg.OperationalError) -> str | None:
     """How to count a failed attempt, or ``None`` when retrying cannot help."""
     sqlstate = exc.sqlstate
@@ -214,6 +227,7 @@ class Store:
         #: into a staging table and INSERT … SELECT from it
         self.insert = insert
         self._staging_for: psycopg.Connection[Any] | None = None
+        self._staging_dirty = False
         self._conn: psycopg.Connection[Any] | None = None
         self._committing = False
         self._q = queries.load()
@@ -227,7 +241,12 @@ class Store:
                 self.dsn,
                 autocommit=True,
                 connect_timeout=self._connect_timeout,
-                options=f"-c search_path={self.schema}",
+                # The isolation level of the one-statement apply, which autocommit runs
+                # as its own transaction (explicit transactions set theirs in BEGIN).
+                options=(
+                    f"-c search_path={self.schema} -c default_transaction_isolation="
+                    + self.isolation.value.replace("_", "\\ ")
+                ),
                 application_name=self.application_name,
             )
         return self._conn
@@ -309,30 +328,62 @@ class Store:
         each new attempt. Raises the last error when the policy gives up; then nothing
         of the batch is committed.
         """
-        batch = prepare(events)
+        return self.apply_prepared(prepare(events), shard=shard, before_retry=before_retry)
+
+    def apply_prepared(
+        self,
+        batch: Prepared,
+        *,
+        shard: int = 0,
+        before_retry: Callable[[], None] | None = None,
+    ) -> ApplyResult:
+        """:meth:`apply_batch` for a batch :func:`prepare` has already made."""
+        unique, attempts, retries, uncertain = self._retrying(
+            lambda: self._apply_once(batch, shard), batch.received, before_retry
+        )
+        return ApplyResult(
+            received=batch.received,
+            unique=unique,
+            duplicate=batch.received - unique,
+            attempts=attempts,
+            retries=retries,
+            uncertain=uncertain,
+        )
+
+    def apply_like_the_seed(self, event: Mapping[str, Any]) -> bool:
+        """The seed report's design, kept to be measured: ONE event per transaction and
+        three statements (received + 1 on the hot row first, the insert, then unique or
+        duplicate + 1). Returns whether the event was new."""
+        unique, *_ = self._retrying(lambda: self._apply_seed_once(event), 1, None)
+        return unique == 1
+
+    def _retrying(
+        self,
+        attempt: Callable[[], int],
+        received: int,
+        before_retry: Callable[[], None] | None,
+    ) -> tuple[int, int, dict[str, int], int]:
+        """Run ``attempt`` (one whole transaction) until it commits or the policy gives up.
+
+        Returns its result, the attempts made, the failed attempts by cause, and how
+        many events were in attempts whose COMMIT lost its connection.
+        """
         retries: collections.Counter[str] = collections.Counter()
         failures = uncertain = 0
         while True:
             try:
-                unique = self._apply_once(batch, shard)
+                result = attempt()
             except psycopg.OperationalError as exc:
                 label = _retry_label(exc)
                 if label is None:
                     raise
                 if label == "connection":
                     if self._committing:
-                        uncertain += batch.received
+                        uncertain += received
                     self.close()  # reconnect on the next attempt
                 error: psycopg.OperationalError = exc
             else:
-                return ApplyResult(
-                    received=batch.received,
-                    unique=unique,
-                    duplicate=batch.received - unique,
-                    attempts=failures + 1,
-                    retries=dict(retries),
-                    uncertain=uncertain,
-                )
+                return result, failures + 1, dict(retries), uncertain
             failures += 1
             retries[label] += 1
             if not self.retry.may_retry(failures):
@@ -341,46 +392,64 @@ class Store:
             if before_retry is not None:
                 before_retry()
 
-    def _apply_once(self, batch: Prepared, shard: int) -> int:
+    def _apply_seed_once(self, event: Mapping[str, Any]) -> int:
         conn = self.conn
         conn.isolation_level = self.isolation.psycopg
         self._committing = False
-        if self.insert == "copy" and self._staging_for is not conn:
-            # outside the batch's transaction (autocommit), so a rollback cannot undo it
-            self._run("create_staging")
-            self._staging_for = conn
         with conn.transaction():
-            unique = (
-                self._insert_copy(batch) if self.insert == "copy" else self._insert_unnest(batch)
-            )
-            self._count(batch.received, unique, shard)
-            self._committing = True  # leaving the block sends COMMIT
-        return unique
+            self._run("seed_add_received")
+            inserted = self._run(
+                "seed_insert",
+                {
+                    "topic": event["topic"],
+                    "event_id": event["event_id"],
+                    "ts": event["timestamp"],
+                    "source": event.get("source", ""),
+                    "payload": orjson.dumps(event.get("payload", {})).decode(),
+                },
+            ).rowcount
+            self._run("seed_add_unique" if inserted else "seed_add_duplicate")
+            self._committing = True
+        return inserted
 
-    def _insert_unnest(self, batch: Prepared) -> int:
-        cur = self.conn.cursor()
-        (insert,) = self._q["insert_events"]
-        cur.execute(
-            insert,
-            {
-                "topics": batch.topics,
-                "event_ids": batch.event_ids,
-                "timestamps": batch.timestamps,
-                "sources": batch.sources,
-                "payloads": batch.payloads,
-            },
-        )
-        return cur.rowcount
+    def _apply_once(self, batch: Prepared, shard: int) -> int:
+        """One attempt at a batch; returns how many of its events were new."""
+        if self.counter is CounterStrategy.RMW:
+            return self._apply_in_transaction(batch, shard)
+        return self._apply_in_one_statement(batch, shard)
 
-    def _insert_copy(self, batch: Prepared) -> int:
-        """COPY the batch into a session-local staging table, then one INSERT … SELECT.
+    def _apply_in_one_statement(self, batch: Prepared, shard: int) -> int:
+        """Insert and count in ONE statement, a data-modifying CTE that autocommit makes
+        its own transaction: one round trip for a small batch, two (COPY, then the
+        statement) for a large one. The insert takes its key locks before the counter
+        row's, in sorted key order, as in the multi-statement form."""
+        conn = self.conn
+        self._committing = False
+        params: dict[str, Any] = {
+            "received": batch.received,
+            "shard": shard if self.counter is CounterStrategy.SHARDED else HOT_ROW,
+        }
+        if self.insert == "copy" and batch.distinct >= COPY_FROM:
+            self._stage(conn, batch)
+            self._committing = True  # from here, a broken connection leaves it unknown
+            row = self._run("apply_staged", params).fetchone()
+            self._staging_dirty = False
+        else:
+            self._committing = True
+            row = self._run("apply_unnest", {**params, **_columns(batch)}).fetchone()
+        assert row is not None
+        return int(row[0])
 
-        COPY skips per-row parameter handling on both sides; the staging table empties
-        itself at commit (ON COMMIT DELETE ROWS) and lives as long as the connection.
-        """
-        cur = self.conn.cursor()
+    def _stage(self, conn: psycopg.Connection[Any], batch: Prepared) -> None:
+        """COPY the batch into this connection's staging table (apply_staged empties it)."""
+        if self._staging_for is not conn:
+            self._run("create_staging")
+            self._staging_for, self._staging_dirty = conn, False
+        if self._staging_dirty:  # a failed attempt left its rows behind
+            self._run("clear_staging")
+        self._staging_dirty = True
         (copy_sql,) = self._q["copy_staging"]
-        with cur.copy(copy_sql) as copy:
+        with conn.cursor().copy(copy_sql) as copy:
             for row in zip(
                 batch.topics,
                 batch.event_ids,
@@ -390,7 +459,24 @@ class Store:
                 strict=True,
             ):
                 copy.write_row(row)
-        return self._run("insert_from_staging").rowcount
+
+    def _apply_in_transaction(self, batch: Prepared, shard: int) -> int:
+        """The multi-statement form: insert, then count, in an explicit transaction.
+        Needed by ``rmw``, whose counting reads the counters before writing them."""
+        conn = self.conn
+        conn.isolation_level = self.isolation.psycopg
+        self._committing = False
+        with conn.transaction():
+            unique = self._insert_unnest(batch)
+            self._count(batch.received, unique, shard)
+            self._committing = True  # leaving the block sends COMMIT
+        return unique
+
+    def _insert_unnest(self, batch: Prepared) -> int:
+        cur = self.conn.cursor()
+        (insert,) = self._q["insert_events"]
+        cur.execute(insert, _columns(batch))
+        return cur.rowcount
 
     def _count(self, received: int, unique: int, shard: int) -> None:
         """Add one batch to the counters, inside the batch's transaction."""

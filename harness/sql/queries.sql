@@ -12,21 +12,63 @@ FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
 ON CONFLICT (topic, event_id) DO NOTHING
 
 -- create_staging --
--- Per connection: the COPY path stages a batch here, then inserts it in one statement.
+-- Per connection: the COPY path stages a batch here; apply_staged takes it out again.
 CREATE TEMPORARY TABLE IF NOT EXISTS staging (
     topic text, event_id text, ts text, source text, payload text
-) ON COMMIT DELETE ROWS
+)
+
+-- clear_staging --
+DELETE FROM staging
 
 -- copy_staging --
 COPY staging (topic, event_id, ts, source, payload) FROM STDIN
 
--- insert_from_staging --
--- Sorted by the key (byte order), so concurrent batches lock keys in one order.
-INSERT INTO processed_events (topic, event_id, ts, source, payload)
-SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
-FROM staging
-ORDER BY topic COLLATE "C", event_id COLLATE "C"
-ON CONFLICT (topic, event_id) DO NOTHING
+-- apply_staged --
+-- Insert the staged batch (sorted by key in byte order, so concurrent batches lock keys
+-- in one order) and count it on one counter row, in ONE statement: run in autocommit,
+-- it is its own transaction. Returns how many events were new.
+WITH staged AS (
+    DELETE FROM staging RETURNING topic, event_id, ts, source, payload
+), inserted AS (
+    INSERT INTO processed_events (topic, event_id, ts, source, payload)
+    SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
+    FROM staged
+    ORDER BY topic COLLATE "C", event_id COLLATE "C"
+    ON CONFLICT (topic, event_id) DO NOTHING
+    RETURNING 1
+), new AS (
+    SELECT count(*)::bigint AS n FROM inserted
+)
+INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped)
+SELECT %(shard)s, %(received)s, new.n, %(received)s - new.n FROM new
+ON CONFLICT (shard) DO UPDATE
+SET received = s.received + excluded.received,
+    unique_processed = s.unique_processed + excluded.unique_processed,
+    duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
+    updated_at = now()
+RETURNING (SELECT n FROM new)
+
+-- apply_unnest --
+-- apply_staged for a small batch, passed as arrays (already sorted by key).
+WITH inserted AS (
+    INSERT INTO processed_events (topic, event_id, ts, source, payload)
+    SELECT t.topic, t.event_id, t.ts::timestamptz, t.source, t.payload::jsonb
+    FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
+                %(sources)s::text[], %(payloads)s::text[])
+         AS t(topic, event_id, ts, source, payload)
+    ON CONFLICT (topic, event_id) DO NOTHING
+    RETURNING 1
+), new AS (
+    SELECT count(*)::bigint AS n FROM inserted
+)
+INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped)
+SELECT %(shard)s, %(received)s, new.n, %(received)s - new.n FROM new
+ON CONFLICT (shard) DO UPDATE
+SET received = s.received + excluded.received,
+    unique_processed = s.unique_processed + excluded.unique_processed,
+    duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
+    updated_at = now()
+RETURNING (SELECT n FROM new)
 
 -- add_counters --
 -- Counter strategy "atomic": the increment happens in the row, under its lock, so no
@@ -68,6 +110,21 @@ SET received = %(received)s,
     duplicate_dropped = %(duplicate)s,
     updated_at = now()
 WHERE shard = %(shard)s
+
+-- seed_add_received --
+-- The seed report's design (Store.apply_like_the_seed), kept to be measured.
+UPDATE event_stats SET received = received + 1, updated_at = now() WHERE shard = 0
+
+-- seed_insert --
+INSERT INTO processed_events (topic, event_id, ts, source, payload)
+VALUES (%(topic)s, %(event_id)s, %(ts)s::timestamptz, %(source)s, %(payload)s::jsonb)
+ON CONFLICT (topic, event_id) DO NOTHING
+
+-- seed_add_unique --
+UPDATE event_stats SET unique_processed = unique_processed + 1 WHERE shard = 0
+
+-- seed_add_duplicate --
+UPDATE event_stats SET duplicate_dropped = duplicate_dropped + 1 WHERE shard = 0
 
 -- read_counters --
 SELECT coalesce(sum(received), 0)::bigint AS received,

@@ -174,3 +174,18 @@ def test_a_rolled_back_first_batch_does_not_lose_the_staging_table(
         store.apply_batch([bad])
     good = {**bad, "timestamp": "2025-12-17T10:00:00Z"}
     assert store.apply_batch([good]).unique == 1
+
+
+def test_a_failed_copy_batch_leaves_nothing_staged_for_the_next(
+    make_store: Callable[..., Store],
+) -> None:
+    store = make_store(insert="copy")
+    gen = Generator(Workload(events=100, duplicate_rate=0, topics=2, seed=4))
+    events = list(gen.events())  # ≥ COPY_FROM distinct events: the COPY path
+    broken = [*events[:-1], {**events[-1], "timestamp": "not a time"}]
+    with pytest.raises(psycopg.DataError):
+        store.apply_batch(broken)
+    result = store.apply_batch(events)
+    assert (result.received, result.unique) == (100, 100)
+    assert store.counters().received == 100  # the failed attempt counted nothing
+    assert store.verify(gen.expected_keys()).rows == 100

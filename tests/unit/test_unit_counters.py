@@ -129,7 +129,10 @@ class RecordingCursor:
         name = self.conn.names[statement]
         self.conn.log.append((name, params))
         self.rowcount = self.conn.inserted if name == "insert_events" else 1
-        self.rows = [self.conn.hot_row] if name == "read_counter_row" else []
+        self.rows = {
+            "read_counter_row": [self.conn.hot_row],
+            "apply_unnest": [(self.conn.inserted,)],
+        }.get(name, [])
 
     def fetchone(self) -> tuple[int, ...] | None:
         return self.rows[0] if self.rows else None
@@ -149,20 +152,19 @@ def applied(counter: str, *, shard: int, inserted: int) -> list[tuple[str, Any]]
     return [(name, params) for name, params in conn.log if name != "insert_events"]
 
 
-def test_atomic_adds_on_row_0_whatever_the_shard() -> None:
-    assert applied("atomic", shard=7, inserted=3) == [
-        ("BEGIN", None),
-        ("add_counters", {"received": 5, "unique": 3, "duplicate": 2, "shard": HOT_ROW}),
-        ("COMMIT", None),
-    ]
+def one_statement(log: list[tuple[str, Any]]) -> tuple[str, int, int, list[str]]:
+    ((name, params),) = log  # no BEGIN/COMMIT: autocommit makes it its own transaction
+    return name, params["received"], params["shard"], params["event_ids"]
 
 
-def test_sharded_adds_on_the_callers_shard() -> None:
-    assert applied("sharded", shard=7, inserted=3) == [
-        ("BEGIN", None),
-        ("add_shard_counters", {"received": 5, "unique": 3, "duplicate": 2, "shard": 7}),
-        ("COMMIT", None),
-    ]
+def test_atomic_inserts_and_counts_on_row_0_in_one_statement() -> None:
+    log = applied("atomic", shard=7, inserted=3)
+    assert one_statement(log) == ("apply_unnest", 5, HOT_ROW, ["a", "b", "c", "d"])
+
+
+def test_sharded_inserts_and_counts_on_the_callers_shard_in_one_statement() -> None:
+    log = applied("sharded", shard=7, inserted=3)
+    assert one_statement(log) == ("apply_unnest", 5, 7, ["a", "b", "c", "d"])
 
 
 def test_rmw_reads_row_0_and_writes_back_sums_from_python() -> None:

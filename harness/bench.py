@@ -1,0 +1,238 @@
+"""``python -m harness bench``: three measurements in one run, so their ratios are fair.
+
+(a) the store's ceiling — pre-generated, pre-prepared batches applied straight into
+    PostgreSQL by several Ray actors, the fastest idempotent path we have (COPY into a
+    staging table, one INSERT … SELECT … ON CONFLICT, one counter update per batch);
+(b) the seed report's design — one transaction per event, three statements, 4 workers,
+    READ COMMITTED;
+(c) our whole pipeline — Ray publishers → Redis → Ray consumers → PostgreSQL, verified
+    like every trial.
+
+All three use the same schema and indexes, and 30% duplicates with ~100-byte payloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import ray
+
+from harness.actors import ACTOR_CPUS
+from harness.config import Settings
+from harness.experiment import Trial, TrialParams
+from harness.generator import Generator, Workload
+from harness.publisher import PublishPlan
+from harness.results import TrialResult
+from harness.runner import Runner
+from harness.store import Store, prepare
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    key: str  # "a", "b", "c" or "d"
+    name: str
+    events: int
+    seconds: float
+    verified: bool
+    detail: str = ""
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    #: events for (a) and (c); (b) is ~100× slower, so it gets fewer
+    events: int = 400_000
+    seed_events: int = 20_000
+    batch_size: int = 1000
+    entry_size: int = 100
+    store_workers: int = 4
+    seed_workers: int = 4
+    publishers: int = 2
+    consumers: int = 4
+    duplicate_rate: float = 0.3
+    payload_bytes: int = 100
+    seed: int = 42
+
+    def quick(self) -> BenchConfig:
+        return dataclasses.replace(self, events=20_000, seed_events=2_000)
+
+
+@ray.remote(num_cpus=ACTOR_CPUS)
+class BenchWorker:
+    """Applies its share of a workload, timed; the work is prepared before the clock runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        # sharded counters, as the pipeline in (c): each worker adds to its own row
+        self.store = Store(settings.pg_dsn, schema=settings.pg_schema, counter="sharded")
+        self.store.connect()
+        self.batches: list[Any] = []
+        self.events: list[dict[str, Any]] = []
+
+    def prepare_batches(self, workload: Workload, start: int, stop: int, batch: int) -> int:
+        events = list(Generator(workload).events(start, stop))
+        self.batches = [prepare(events[i : i + batch]) for i in range(0, len(events), batch)]
+        return len(events)
+
+    def prepare_events(self, workload: Workload, start: int, stop: int) -> int:
+        self.events = list(Generator(workload).events(start, stop))
+        return len(self.events)
+
+    def apply_batches(self, shard: int) -> tuple[int, int]:
+        began = time.time_ns()
+        for batch in self.batches:
+            self.store.apply_prepared(batch, shard=shard)
+        return began, time.time_ns()
+
+    def apply_one_by_one(self) -> tuple[int, int]:
+        began = time.time_ns()
+        for event in self.events:
+            self.store.apply_like_the_seed(event)
+        return began, time.time_ns()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _workers(settings: Settings, n: int) -> list[Any]:
+    worker: Any = BenchWorker  # Ray's decorator hides .options() from mypy
+    return [worker.options(scheduling_strategy="SPREAD").remote(settings) for _ in range(n)]
+
+
+def _span(stamps: list[tuple[int, int]]) -> float:
+    return (max(end for _, end in stamps) - min(start for start, _ in stamps)) / 1e9
+
+
+def _check(store: Store, generator: Generator) -> tuple[bool, str]:
+    counters = store.counters()
+    stored = store.verify(generator.expected_keys())
+    ok = (
+        counters.received == generator.total
+        and counters.unique_processed == generator.expected_unique == stored.rows
+        and stored.lost == 0
+        and stored.unexpected == 0
+    )
+    return ok, (
+        f"received {counters.received:,}, unique {counters.unique_processed:,} "
+        f"(expected {generator.expected_unique:,}), rows {stored.rows:,}, lost {stored.lost}"
+    )
+
+
+def store_ceiling(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
+    """(a): the database alone, fed prepared batches by several actors at once."""
+    workload = Workload(
+        events=cfg.events,
+        duplicate_rate=cfg.duplicate_rate,
+        topics=10,
+        payload_bytes=cfg.payload_bytes,
+        seed=cfg.seed,
+    )
+    store.reset()
+    workers = _workers(settings, cfg.store_workers)
+    plans = PublishPlan.split(workload, cfg.store_workers)
+    ray.get(
+        [
+            w.prepare_batches.remote(workload, pl.start, pl.stop, cfg.batch_size)
+            for w, pl in zip(workers, plans, strict=True)
+        ]
+    )
+    # Each worker counts on its own shard: (a) measures inserts, not the hot counter row.
+    stamps = ray.get([w.apply_batches.remote(i) for i, w in enumerate(workers)])
+    ray.get([w.close.remote() for w in workers])
+    for w in workers:
+        ray.kill(w)
+    ok, detail = _check(store, Generator(workload))
+    return Measurement("a", "store ceiling", cfg.events, _span(stamps), ok, detail)
+
+
+def seed_design(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
+    """(b): one transaction per event, three statements, as the seed report's aggregator."""
+    workload = Workload(
+        events=cfg.seed_events,
+        duplicate_rate=cfg.duplicate_rate,
+        topics=10,
+        payload_bytes=cfg.payload_bytes,
+        seed=cfg.seed,
+    )
+    store.reset()
+    workers = _workers(settings, cfg.seed_workers)
+    plans = PublishPlan.split(workload, cfg.seed_workers)
+    ray.get(
+        [
+            w.prepare_events.remote(workload, pl.start, pl.stop)
+            for w, pl in zip(workers, plans, strict=True)
+        ]
+    )
+    stamps = ray.get([w.apply_one_by_one.remote() for w in workers])
+    ray.get([w.close.remote() for w in workers])
+    for w in workers:
+        ray.kill(w)
+    ok, detail = _check(store, Generator(workload))
+    return Measurement("b", "the seed's design", cfg.seed_events, _span(stamps), ok, detail)
+
+
+def pipeline(
+    settings: Settings, cfg: BenchConfig, *, batch_size: int | None = None
+) -> tuple[Measurement, TrialResult]:
+    """(c): the whole pipeline through Ray, Redis and PostgreSQL, verified as any trial."""
+    params = TrialParams(
+        publishers=cfg.publishers,
+        consumers=cfg.consumers,
+        events=cfg.events if batch_size is None else cfg.seed_events,
+        duplicate_rate=cfg.duplicate_rate,
+        payload_bytes=cfg.payload_bytes,
+        batch_size=batch_size or cfg.batch_size,
+        entry_size=cfg.entry_size if batch_size is None else 1,
+        publish_pipeline=10 if batch_size is None else 100,
+        counter="sharded",
+    )
+    runner = Runner(settings)
+    try:
+        result, _ = runner.run(Trial(index=0, repeat=0, seed=cfg.seed, params=params))
+    finally:
+        runner.close()
+    key, name = (
+        ("c", "the pipeline") if batch_size is None else ("d", f"the pipeline, batch {batch_size}")
+    )
+    detail = (
+        f"p50 {result.latency_p50_ms:,.0f} ms, p99 {result.latency_p99_ms:,.0f} ms"
+        if result.invariant_ok
+        else (result.error or "; ".join(result.violations))
+    )
+    return (
+        Measurement(
+            key, name, result.events_published, result.duration_s, result.invariant_ok, detail
+        ),
+        result,
+    )
+
+
+def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[Measurement]:
+    """(a), (b), (c), and (d) the pipeline with one event per transaction, in that order."""
+    say = progress or (lambda _message: None)
+    out = []
+    with Store(settings.pg_dsn, schema=settings.pg_schema) as store:
+        store.create_schema()
+        say(f"(a) store ceiling: {cfg.events:,} events, {cfg.store_workers} actors")
+        out.append(store_ceiling(settings, store, cfg))
+        say(f"(b) the seed's design: {cfg.seed_events:,} events, {cfg.seed_workers} workers")
+        out.append(seed_design(settings, store, cfg))
+    say(f"(c) the pipeline: {cfg.events:,} events, batch {cfg.batch_size}")
+    out.append(pipeline(settings, cfg)[0])
+    say(f"(d) the pipeline with batch 1: {cfg.seed_events:,} events")
+    out.append(pipeline(settings, cfg, batch_size=1)[0])
+    return out
+
+
+def ratios(measurements: list[Measurement]) -> dict[str, float]:
+    """c/a (the pipeline against the database alone), c/b and d/b (against the seed)."""
+    rate = {m.key: m.events_per_s for m in measurements}
+    nan = float("nan")
+    return {
+        f"{x}/{y}": rate[x] / rate[y] if x in rate and y in rate else nan
+        for x, y in (("c", "a"), ("c", "b"), ("d", "b"))
+    }
