@@ -196,14 +196,14 @@ class Consumer:
                 decoded.append((delivery, items))
         return self._apply_decoded(decoded)
 
-    def _apply_decoded(self, items: list[tuple[Delivery, list[dict[str, Any]]]]) -> int:
+    def _apply_decoded(self, items: list[tuple[Delivery, list[events.Row]]]) -> int:
         if not items:
             return 0
         ids = [delivery.entry_id for delivery, _ in items]
         batch = [event for _, evs in items for event in evs]
         began = self._monotonic()
         try:
-            result = self.store.apply_batch(
+            result = self.store.apply_rows(
                 batch,
                 shard=self.config.shard,
                 before_retry=lambda: self.broker.touch(self.config.name, ids),
@@ -245,11 +245,11 @@ class Consumer:
         self.broker.ack(ids)
         return len(batch)
 
-    def _decode(self, delivery: Delivery) -> list[dict[str, Any]] | None:
+    def _decode(self, delivery: Delivery) -> list[events.Row] | None:
         """The entry's events, validated; an entry that is not is dead-lettered whole."""
         try:
             items = events.decode_many(delivery.payload)
-            return [events.validate(item).to_dict() for item in items]
+            return [events.validate_row(item) for item in items]
         except (events.InvalidEvent, ValueError) as exc:
             self.broker.dead_letter(delivery, str(exc), consumer=self.config.name)
             self.stats.rejected += _event_count(delivery)

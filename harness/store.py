@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from harness import queries
+from harness.events import Row
 from harness.retry import RETRYABLE_SQLSTATES, RetryPolicy
 
 SCHEMA_VERSION = 1
@@ -126,25 +127,33 @@ class Prepared:
 
 
 def prepare(events: Iterable[Mapping[str, Any]]) -> Prepared:
+    """:func:`prepare_rows` for events given as dicts."""
+    return prepare_rows(
+        (
+            e["topic"],
+            e["event_id"],
+            e["timestamp"],
+            e.get("source", ""),
+            orjson.dumps(e.get("payload", {})).decode(),
+        )
+        for e in events
+    )
+
+
+def prepare_rows(rows: Iterable[Row]) -> Prepared:
     """De-duplicate a batch by key (first copy wins) and sort it by key.
 
     Sorting matters under concurrency: batches that lock overlapping keys in different
     orders deadlock (40P01); batches that lock them in one global order cannot.
     """
-    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
+    by_key: dict[tuple[str, str], Row] = {}
     received = 0
-    for event in events:
+    for row in rows:
         received += 1
-        by_key.setdefault((event["topic"], event["event_id"]), event)
-    ordered = sorted(by_key.items(), key=lambda item: item[0])
-    return Prepared(
-        received=received,
-        topics=[k[0] for k, _ in ordered],
-        event_ids=[k[1] for k, _ in ordered],
-        timestamps=[e["timestamp"] for _, e in ordered],
-        sources=[e.get("source", "") for _, e in ordered],
-        payloads=[orjson.dumps(e.get("payload", {})).decode() for _, e in ordered],
-    )
+        by_key.setdefault((row[0], row[1]), row)
+    ordered = [by_key[k] for k in sorted(by_key)]
+    columns = list(zip(*ordered, strict=True)) if ordered else [(), (), (), (), ()]
+    return Prepared(received, *(list(c) for c in columns))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +338,16 @@ class Store:
         of the batch is committed.
         """
         return self.apply_prepared(prepare(events), shard=shard, before_retry=before_retry)
+
+    def apply_rows(
+        self,
+        rows: Iterable[Row],
+        *,
+        shard: int = 0,
+        before_retry: Callable[[], None] | None = None,
+    ) -> ApplyResult:
+        """:meth:`apply_batch` for events already validated into rows (the consumers')."""
+        return self.apply_prepared(prepare_rows(rows), shard=shard, before_retry=before_retry)
 
     def apply_prepared(
         self,

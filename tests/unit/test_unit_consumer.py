@@ -60,6 +60,14 @@ class FakeStore:
         self.fail = fail
         self.retries = retries
 
+    def apply_rows(self, rows: list[tuple[str, ...]], **kwargs: Any) -> ApplyResult:
+        """The consumer's entry point; records the batch as event dicts again."""
+        keys = ("topic", "event_id", "timestamp", "source")
+        batch = [
+            {**dict(zip(keys, r[:4], strict=True)), "payload": orjson.loads(r[4])} for r in rows
+        ]
+        return self.apply_batch(batch, **kwargs)
+
     def apply_batch(
         self, batch: list[dict[str, Any]], *, shard: int = 0, **kwargs: Any
     ) -> ApplyResult:
