@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import redis
 
 from harness.broker import Broker
@@ -83,8 +82,8 @@ class Publisher:
             chunk = ordinals[offset : offset + per_round]
             entries = []
             for i in range(0, len(chunk), plan.entry_size):
-                part = [generator.event(u) for u in chunk[i : i + plan.entry_size]]
-                entries.append((orjson.dumps(part), len(part)))
+                part = chunk[i : i + plan.entry_size]
+                entries.append((generator.encoded_entry(part), len(part)))
             created_ns = self._clock_ns()
             if not self.stats.first_publish_ns:
                 self.stats.first_publish_ns = created_ns

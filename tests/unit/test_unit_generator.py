@@ -278,3 +278,27 @@ def test_publish_plans_together_send_the_whole_workload(big: Generator) -> None:
     plans = PublishPlan.split(big.workload, 3)
     together = np.concatenate([big.ordinals(p.start, p.stop) for p in plans])
     assert np.array_equal(together, big.ordinals())
+
+
+@pytest.mark.parametrize(
+    "ordinal", [0, 1, 999, 1000, 59_999, 3_599_999, 86_399_999, 86_400_000, 10**9]
+)
+def test_the_fast_encoding_is_the_same_event(ordinal: int) -> None:
+    import orjson
+
+    gen = Generator(Workload(events=1, duplicate_rate=0.0, topics=13, payload_bytes=250, seed=9))
+    assert orjson.loads(gen.encoded(ordinal)) == gen.event(ordinal)
+    entry = orjson.loads(gen.encoded_entry([ordinal, ordinal + 1]))
+    assert entry == [gen.event(ordinal), gen.event(ordinal + 1)]
+    events.validate(gen.event(ordinal))
+
+
+def test_timestamps_advance_one_millisecond_per_ordinal_across_days() -> None:
+    import datetime as dt
+
+    from harness.generator import timestamp
+
+    for ordinal in (0, 86_399_999, 86_400_000, 86_400_001, 10**9):
+        parsed = dt.datetime.fromisoformat(timestamp(ordinal))
+        start = dt.datetime(2025, 12, 17, tzinfo=dt.UTC)
+        assert parsed - start == dt.timedelta(milliseconds=ordinal)
