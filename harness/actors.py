@@ -7,6 +7,7 @@ event) while the work goes on. Actors are kept across the trials of a run.
 
 from __future__ import annotations
 
+import resource
 import socket
 import threading
 import time
@@ -30,6 +31,11 @@ from harness.store import Store
 #: Fraction of a CPU each actor asks Ray for: 20 actors per logical CPU. The work is
 #: mostly waiting on Redis and PostgreSQL, and Ray never caps real CPU use.
 ACTOR_CPUS = 0.05
+
+
+def _rss_peak_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Runner:
@@ -101,6 +107,7 @@ class ConsumerActor:
         assert self.consumer is not None
         return {
             **self.consumer.stats.snapshot(),
+            "rss_peak_mb": _rss_peak_mb(),
             "running": self.runner.running,
             "error": self.runner.error,
         }
@@ -163,6 +170,7 @@ class PublisherActor:
             "http_retries": getattr(stats, "retries", 0),
             "resent": stats.resent,
             "resent_uncertain": stats.resent_uncertain,
+            "rss_peak_mb": _rss_peak_mb(),
             "running": self.runner.running,
             "error": self.runner.error,
         }

@@ -60,6 +60,10 @@ class TrialResult:
     broker_lost: int = 0
     #: Ray nodes the trial's publishers and consumers ran on
     nodes: int = 0
+    #: peak resident memory of the driver and the trial's actors, summed (MiB)
+    rss_peak_mb: float = math.nan
+    #: Redis used_memory, the highest the driver saw (sampled each second, MiB)
+    redis_peak_mb: float = math.nan
     error: str | None = None
 
     @property
@@ -94,6 +98,8 @@ class TrialResult:
             "recovered": self.recovered,
             "broker_lost": self.broker_lost,
             "nodes": self.nodes,
+            "rss_peak_mb": round(self.rss_peak_mb, 1),
+            "redis_peak_mb": round(self.redis_peak_mb, 1),
             "invariant_ok": self.invariant_ok,
             "anomaly": bool(self.anomalies),
             "lost_updates": self.lost_updates,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -250,6 +251,7 @@ class Runner:
         injected = 0
         dead: dict[str, int] = {}  # last known counts of killed consumers, for progress
         last_sample = started
+        redis_peak = self._redis_used_mb(broker)
         while True:
             time.sleep(POLL_S)
             now = self._clock()
@@ -274,6 +276,7 @@ class Runner:
             self.progress.update(sample)
             if now - last_sample >= SAMPLE_S:
                 last_sample = now
+                redis_peak = max(redis_peak, self._redis_used_mb(broker))
                 timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
             if not any(r["running"] for r in pubs) and self._drained(broker):
                 timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
@@ -306,7 +309,18 @@ class Runner:
             "faults_injected": injected,
             "broker_lost": dead.get("broker_lost", 0),
             "nodes": len(set(nodes)),
+            # every actor's peak plus the driver's: what the trial needed in memory
+            "rss_peak_mb": sum(r.get("rss_peak_mb", 0.0) for r in [*reports, *pub_reports])
+            + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "redis_peak_mb": max(redis_peak, self._redis_used_mb(broker)),
         }
+
+    @staticmethod
+    def _redis_used_mb(channel: broker_mod.Broker) -> float:
+        try:
+            return float(channel.client.info("memory")["used_memory"]) / 2**20
+        except redis.ConnectionError:
+            return 0.0
 
     @staticmethod
     def _drained(broker: broker_mod.Broker) -> bool:
@@ -451,5 +465,7 @@ class Runner:
             recovered=uncertain if outcome and stored.lost == 0 else 0,
             broker_lost=outcome["broker_lost"] if outcome else 0,
             nodes=outcome["nodes"] if outcome else 0,
+            rss_peak_mb=outcome["rss_peak_mb"] if outcome else math.nan,
+            redis_peak_mb=outcome["redis_peak_mb"] if outcome else math.nan,
             error=error,
         )
