@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import signal
@@ -140,6 +141,32 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    with _CLEANUP:  # stops embedded servers, if any were started
+        return _dispatch(args)
+
+
+#: What must be undone on the way out (embedded servers).
+_CLEANUP = contextlib.ExitStack()
+
+
+def _services(
+    args: argparse.Namespace, settings: Settings, console: Console
+) -> tuple[Settings, dict[str, str]]:
+    """The services to use: the configured ones, or embedded ones for a service the user
+    did not choose and that does not answer at its default (see harness.embedded)."""
+    from harness import embedded
+
+    explicit = embedded.configured({"pg_dsn": args.pg_dsn, "redis_url": args.redis_url})
+    return _CLEANUP.enter_context(
+        embedded.services_or_embedded(
+            settings, explicit=explicit, say=lambda line: console.print(line, soft_wrap=True)
+        )
+    )
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from harness.embedded import EmbeddedError
+
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=150)  # logs and pipes: do not squeeze tables
@@ -172,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (experiment.ExperimentError, UsageError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
-    except (services.ServiceUnavailable, FileNotFoundError) as exc:
+    except (services.ServiceUnavailable, FileNotFoundError, EmbeddedError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
 
@@ -211,8 +238,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         cfg = cfg.quick()
     if args.events:
         cfg = dataclasses.replace(cfg, events=args.events)
-    settings = _settings(args)
-    versions = services.check(settings)
+    settings, versions = _services(args, _settings(args), console)
     run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = settings.results_dir / "bench" / run_id
     if out.exists():
@@ -310,7 +336,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    services.check(settings)
+    settings, _ = _services(args, settings, console)
     console.print(
         f"serving on http://{config.host}:{config.port} (API docs at /docs) with "
         f"{config.consumers} consumer{'s' if config.consumers != 1 else ''}; PostgreSQL schema "
@@ -332,8 +358,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         exp = exp.quick()
     exp = exp.with_overrides(args.overrides)
     trials = list(exp.trials())
-    settings = _settings(args)
-    versions = services.check(settings)
+    settings, versions = _services(args, _settings(args), console)
 
     # Imported here: Ray is slow to import, and list/--help/errors should not wait for it.
     from harness import cluster, progress, results

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from harness import broker as broker_mod
-from harness import services
+from harness import embedded, services
 from harness.config import Settings
 from harness.keys import Keys
 from harness.store import Store
@@ -22,21 +22,30 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def live_services(base_settings: Settings) -> dict[str, str]:
-    """Server versions; fails every test that needs them, with the reason, when one is down."""
+def live_settings(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """The services the tests use: the configured ones, or, when none is configured and
+    nothing answers at the defaults, embedded ones for the session (as the CLI does).
+    Fails every test that needs them, with the reason, when a chosen one is down."""
     try:
-        return services.check(base_settings)
-    except services.ServiceUnavailable as exc:
+        with embedded.services_or_embedded(
+            base_settings,
+            explicit=embedded.configured({}),
+            folder=tmp_path_factory.mktemp("embedded"),
+        ) as (live, _versions):
+            yield live
+    except (services.ServiceUnavailable, embedded.EmbeddedError) as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
-def settings(base_settings: Settings, live_services: dict[str, str]) -> Iterator[Settings]:
+def settings(live_settings: Settings) -> Iterator[Settings]:
     """Settings with a schema and key prefix of this test's own; both removed afterwards."""
     tag = uuid.uuid4().hex[:10]
     mine = Settings.from_env(
-        pg_dsn=base_settings.pg_dsn,
-        redis_url=base_settings.redis_url,
+        pg_dsn=live_settings.pg_dsn,
+        redis_url=live_settings.redis_url,
         pg_schema=f"test_{tag}",
         key_prefix=f"harness-test:{tag}",
     )
