@@ -41,25 +41,51 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be started."""
 
 
-def postgres_bin() -> Path:
-    """A folder with initdb, pg_ctl and postgres: pgserver's bundle, else the system's."""
+def postgres_bins() -> list[Path]:
+    """Folders with initdb, pg_ctl and postgres: pgserver's bundle first, then the system's."""
+    found = []
     spec = importlib.util.find_spec("pgserver")
     if spec is not None and spec.submodule_search_locations:
         bundled = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
         if (bundled / "initdb").exists():
-            return bundled
-    pg_config = shutil.which("pg_config")
+            found.append(bundled)
     candidates = []
+    pg_config = shutil.which("pg_config")
     if pg_config:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
         candidates.append(out.stdout.strip())
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    for folder in candidates:
-        if folder and (Path(folder) / "initdb").exists():
-            return Path(folder)
-    raise EmbeddedError(
-        "no PostgreSQL binaries found: pip install pgserver (it bundles PostgreSQL 16)"
-    )
+    found += [Path(c) for c in candidates if c and (Path(c) / "initdb").exists()]
+    if not found:
+        raise EmbeddedError(
+            "no PostgreSQL binaries found: pip install pgserver (it bundles PostgreSQL 16)"
+        )
+    return found
+
+
+def postgres_bin(user: pwd.struct_passwd | None = None, spare: Path | None = None) -> Path:
+    """The first PostgreSQL bin folder ``user`` can run. A bundle it cannot reach (inside
+    /root, say) is copied, once, to ``spare`` — rather than opening /root's permissions."""
+    folders = postgres_bins()
+    if user is None:
+        return folders[0]
+    for folder in folders:
+        if _reachable_by(user, folder / "initdb"):
+            return folder
+    if spare is None:
+        raise EmbeddedError(f"user {user.pw_name} can reach no PostgreSQL binaries")
+    # Keep the layout the binaries' rpath expects ($ORIGIN/../../../pgserver.libs).
+    install = folders[0].parent
+    package = install.parent
+    copy = spare / package.name / install.name
+    if not (copy / "bin" / "initdb").exists():
+        shutil.copytree(install, copy, dirs_exist_ok=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, spare / libs.name, dirs_exist_ok=True)
+    for path in [spare, *(p for p in spare.rglob("*") if p.is_dir())]:
+        path.chmod(0o755)
+    return copy / "bin"
 
 
 def _reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
@@ -78,6 +104,8 @@ class EmbeddedPostgres:
     directory: Path
     port: int = dataclasses.field(default_factory=free_port)
     _as: pwd.struct_passwd | None = None
+    _bin: Path = Path()
+    _temporary: bool = False
 
     @property
     def dsn(self) -> str:
@@ -99,11 +127,17 @@ class EmbeddedPostgres:
             )
 
     def start(self) -> None:
-        bindir = postgres_bin()
         if os.geteuid() == 0:
             self._as = pwd.getpwnam(UNPRIVILEGED)
             if not _reachable_by(self._as, self.directory.parent):
-                self.directory = Path(tempfile.gettempdir()) / f"harness-pg-{os.getpid()}"
+                # nobody cannot get there (a folder under /root, say): a fresh temporary
+                # folder instead, removed again by stop()
+                self.directory = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+                self.directory.chmod(0o755)
+                self._temporary = True
+        spare = Path(tempfile.gettempdir()) / "harness-pginstall"
+        spare.mkdir(exist_ok=True)
+        self._bin = bindir = postgres_bin(self._as, spare)
         data = self.directory / "data"
         data.mkdir(parents=True, exist_ok=True)
         if self._as is not None:
@@ -132,7 +166,7 @@ class EmbeddedPostgres:
             "60",
             "start",
             "-o",
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
         )
         deadline = time.monotonic() + 30
         while True:
@@ -148,8 +182,14 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         with contextlib.suppress(EmbeddedError, FileNotFoundError):
+            self._stop()
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _stop(self) -> None:
+        with contextlib.suppress(EmbeddedError, FileNotFoundError):
             self._run(
-                str(postgres_bin() / "pg_ctl"),
+                str(self._bin / "pg_ctl"),
                 "-D",
                 str(self.directory / "data"),
                 "-m",

@@ -63,3 +63,20 @@ def test_configured_reads_flags_and_environment() -> None:
     assert embedded.configured({}, environ={}) == set()
     assert embedded.configured({"pg_dsn": "x"}, environ={}) == {"pg_dsn"}
     assert embedded.configured({}, environ={"HARNESS_REDIS_URL": "redis://x"}) == {"redis_url"}
+
+
+def test_pgservers_bundle_runs_even_where_root_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the pgserver bundle, installed where `nobody` cannot reach (under /root):
+    the bundle is copied out once and PostgreSQL 16 runs from the copy."""
+    bundled = [p for p in embedded.postgres_bins() if "pgserver" in str(p)]
+    if not bundled:
+        pytest.skip("pgserver is not installed")
+    monkeypatch.setattr(embedded, "postgres_bins", lambda: bundled)
+    pg = embedded.EmbeddedPostgres(tmp_path / "pg")
+    pg.start()
+    try:
+        assert services.check_postgres(pg.dsn).startswith("16")
+    finally:
+        pg.stop()
