@@ -156,19 +156,22 @@ class Generator:
 
     def ordinals(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The fresh ordinal of each event ``start ≤ i < stop`` (re-sends repeat one)."""
+        parts = list(self.ordinal_chunks(start, stop))
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def ordinal_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        """:meth:`ordinals` a chunk at a time, so a slice of any size needs little memory."""
         stop = self.total if stop is None else min(stop, self.total)
         if start >= stop:
-            return np.empty(0, dtype=np.int64)
-        parts = []
+            return
         first, last = start // CHUNK, (stop - 1) // CHUNK
         fresh_before = self._fresh_before_chunk(first)
         for chunk in range(first, last + 1):
             ordinals, fresh_in_chunk = self._chunk(chunk, fresh_before)
             lo = max(start - chunk * CHUNK, 0)
             hi = min(stop - chunk * CHUNK, len(ordinals))
-            parts.append(ordinals[lo:hi])
+            yield ordinals[lo:hi]
             fresh_before += fresh_in_chunk
-        return np.concatenate(parts)
 
     def events(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         """The events ``start ≤ i < stop`` in order, as JSON-ready dicts."""

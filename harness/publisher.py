@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -72,14 +72,12 @@ class Publisher:
 
     def run(self, plan: PublishPlan, stop: threading.Event | None = None) -> PublisherStats:
         generator = Generator(plan.workload)
-        ordinals = generator.ordinals(plan.start, plan.stop).tolist()
         per_round = plan.entry_size * plan.pipeline
         lost = frozenset(plan.lose_replies)
-        for offset in range(0, len(ordinals), per_round):
+        for number, chunk in enumerate(_rounds(generator, plan, per_round)):
             if stop is not None and stop.is_set():
                 break
             self._wait_for_room(plan.max_backlog)
-            chunk = ordinals[offset : offset + per_round]
             entries = []
             for i in range(0, len(chunk), plan.entry_size):
                 part = chunk[i : i + plan.entry_size]
@@ -87,7 +85,7 @@ class Publisher:
             created_ns = self._clock_ns()
             if not self.stats.first_publish_ns:
                 self.stats.first_publish_ns = created_ns
-            self._publish(entries, created_ns, lose_reply=offset // per_round in lost)
+            self._publish(entries, created_ns, lose_reply=number in lost)
             self.stats.events += len(chunk)
             self.stats.entries += len(entries)
         return self.stats
@@ -120,3 +118,15 @@ class Publisher:
         while self.broker.stream_length() > max_backlog:
             self._sleep(0.005)
             self.stats.backpressure_s += 0.005
+
+
+def _rounds(generator: Generator, plan: PublishPlan, size: int) -> Iterator[list[int]]:
+    """The plan's ordinals in rounds of ``size``, generated a chunk at a time."""
+    pending: list[int] = []
+    for chunk in generator.ordinal_chunks(plan.start, plan.stop):
+        pending.extend(chunk.tolist())
+        while len(pending) >= size:
+            yield pending[:size]
+            del pending[:size]
+    if pending:
+        yield pending
