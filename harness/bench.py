@@ -122,57 +122,58 @@ def _check(store: Store, generator: Generator) -> tuple[bool, str]:
     )
 
 
-def store_ceiling(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
-    """(a): the database alone, fed prepared batches by several actors at once."""
+def _direct(
+    settings: Settings, store: Store, cfg: BenchConfig, *, events: int, workers: int, batch: int
+) -> tuple[float, tuple[bool, str]]:
+    """Actors apply a workload straight to the store: ``batch`` events per transaction
+    (prepared before the clock runs), or, with batch 0, the seed's one-by-one design.
+    Returns the seconds from the first start to the last finish, and the check."""
     workload = Workload(
-        events=cfg.events,
+        events=events,
         duplicate_rate=cfg.duplicate_rate,
         topics=10,
         payload_bytes=cfg.payload_bytes,
         seed=cfg.seed,
     )
     store.reset()
-    workers = _workers(settings, cfg.store_workers)
-    plans = PublishPlan.split(workload, cfg.store_workers)
+    actors = _workers(settings, workers)
+    plans = PublishPlan.split(workload, workers)
     ray.get(
         [
-            w.prepare_batches.remote(workload, pl.start, pl.stop, cfg.batch_size)
-            for w, pl in zip(workers, plans, strict=True)
+            a.prepare_batches.remote(workload, pl.start, pl.stop, batch)
+            if batch
+            else a.prepare_events.remote(workload, pl.start, pl.stop)
+            for a, pl in zip(actors, plans, strict=True)
         ]
     )
-    # Each worker counts on its own shard: (a) measures inserts, not the hot counter row.
-    stamps = ray.get([w.apply_batches.remote(i) for i, w in enumerate(workers)])
-    ray.get([w.close.remote() for w in workers])
-    for w in workers:
-        ray.kill(w)
-    ok, detail = _check(store, Generator(workload))
-    return Measurement("a", "store ceiling", cfg.events, _span(stamps), ok, detail)
+    # In batches each actor counts on its own shard: (a) measures the inserts, not a hot
+    # counter row. One by one is the seed's design, hot row included.
+    stamps = ray.get(
+        [
+            a.apply_batches.remote(i) if batch else a.apply_one_by_one.remote()
+            for i, a in enumerate(actors)
+        ]
+    )
+    ray.get([a.close.remote() for a in actors])
+    for a in actors:
+        ray.kill(a)
+    return _span(stamps), _check(store, Generator(workload))
+
+
+def store_ceiling(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
+    """(a): the database alone, fed prepared batches by several actors at once."""
+    seconds, (ok, detail) = _direct(
+        settings, store, cfg, events=cfg.events, workers=cfg.store_workers, batch=cfg.batch_size
+    )
+    return Measurement("a", "store ceiling", cfg.events, seconds, ok, detail)
 
 
 def seed_design(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
     """(b): one transaction per event, three statements, as the seed report's aggregator."""
-    workload = Workload(
-        events=cfg.seed_events,
-        duplicate_rate=cfg.duplicate_rate,
-        topics=10,
-        payload_bytes=cfg.payload_bytes,
-        seed=cfg.seed,
+    seconds, (ok, detail) = _direct(
+        settings, store, cfg, events=cfg.seed_events, workers=cfg.seed_workers, batch=0
     )
-    store.reset()
-    workers = _workers(settings, cfg.seed_workers)
-    plans = PublishPlan.split(workload, cfg.seed_workers)
-    ray.get(
-        [
-            w.prepare_events.remote(workload, pl.start, pl.stop)
-            for w, pl in zip(workers, plans, strict=True)
-        ]
-    )
-    stamps = ray.get([w.apply_one_by_one.remote() for w in workers])
-    ray.get([w.close.remote() for w in workers])
-    for w in workers:
-        ray.kill(w)
-    ok, detail = _check(store, Generator(workload))
-    return Measurement("b", "the seed's design", cfg.seed_events, _span(stamps), ok, detail)
+    return Measurement("b", "the seed's design", cfg.seed_events, seconds, ok, detail)
 
 
 def pipeline(

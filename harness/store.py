@@ -236,7 +236,6 @@ class Store:
         #: into a staging table and INSERT … SELECT from it
         self.insert = insert
         self._staging_for: psycopg.Connection[Any] | None = None
-        self._staging_dirty = False
         self._conn: psycopg.Connection[Any] | None = None
         self._committing = False
         self._q = queries.load()
@@ -438,10 +437,11 @@ class Store:
         return self._apply_in_one_statement(batch, shard)
 
     def _apply_in_one_statement(self, batch: Prepared, shard: int) -> int:
-        """Insert and count in ONE statement, a data-modifying CTE that autocommit makes
-        its own transaction: one round trip for a small batch, two (COPY, then the
-        statement) for a large one. The insert takes its key locks before the counter
-        row's, in sorted key order, as in the multi-statement form."""
+        """Insert and count in ONE statement, a data-modifying CTE. A small batch goes as
+        arrays, in autocommit, so the statement is its own transaction: one round trip.
+        A large one is COPYed into a staging table first, in the same transaction. The
+        insert takes its key locks before the counter row's, in sorted key order, as in
+        the multi-statement form."""
         conn = self.conn
         self._committing = False
         params: dict[str, Any] = {
@@ -449,26 +449,24 @@ class Store:
             "shard": shard if self.counter is CounterStrategy.SHARDED else HOT_ROW,
         }
         if self.insert == "copy" and batch.distinct >= COPY_FROM:
-            self._stage(conn, batch)
-            self._committing = True  # from here, a broken connection leaves it unknown
-            row = self._run("apply_staged", params).fetchone()
-            self._staging_dirty = False
+            if self._staging_for is not conn:
+                self._run("create_staging")  # in autocommit: a rollback cannot undo it
+                self._staging_for = conn
+            conn.isolation_level = self.isolation.psycopg
+            with conn.transaction():
+                self._stage(conn, batch)
+                row = self._run("apply_staged", params).fetchone()
+                self._committing = True  # leaving the block sends COMMIT
         else:
-            self._committing = True
+            self._committing = True  # from here, a broken connection leaves it unknown
             row = self._run("apply_unnest", {**params, **_columns(batch)}).fetchone()
         assert row is not None
         return int(row[0])
 
-    def _stage(self, conn: psycopg.Connection[Any], batch: Prepared) -> None:
-        """COPY the batch into this connection's staging table (apply_staged empties it)."""
-        if self._staging_for is not conn:
-            self._run("create_staging")
-            self._staging_for, self._staging_dirty = conn, False
-        if self._staging_dirty:  # a failed attempt left its rows behind
-            self._run("clear_staging")
-        self._staging_dirty = True
-        (copy_sql,) = self._q["copy_staging"]
-        with conn.cursor().copy(copy_sql) as copy:
+    @staticmethod
+    def _stage(conn: psycopg.Connection[Any], batch: Prepared) -> None:
+        """COPY the batch into the staging table, which empties itself at commit."""
+        with conn.cursor().copy(queries.load()["copy_staging"][0]) as copy:
             for row in zip(
                 batch.topics,
                 batch.event_ids,

@@ -12,27 +12,24 @@ FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
 ON CONFLICT (topic, event_id) DO NOTHING
 
 -- create_staging --
--- Per connection: the COPY path stages a batch here; apply_staged takes it out again.
+-- Per connection: the COPY path stages a batch here. ON COMMIT DELETE ROWS empties it by
+-- truncation at each commit (and a rollback takes the rows with it): a DELETE would leave
+-- dead rows that nothing vacuums in a temporary table, and every batch would scan more.
 CREATE TEMPORARY TABLE IF NOT EXISTS staging (
     topic text, event_id text, ts text, source text, payload text
-)
-
--- clear_staging --
-DELETE FROM staging
+) ON COMMIT DELETE ROWS
 
 -- copy_staging --
 COPY staging (topic, event_id, ts, source, payload) FROM STDIN
 
 -- apply_staged --
 -- Insert the staged batch (sorted by key in byte order, so concurrent batches lock keys
--- in one order) and count it on one counter row, in ONE statement: run in autocommit,
--- it is its own transaction. Returns how many events were new.
-WITH staged AS (
-    DELETE FROM staging RETURNING topic, event_id, ts, source, payload
-), inserted AS (
+-- in one order) and count it on one counter row, in ONE statement, in the transaction
+-- that staged it. Returns how many events were new.
+WITH inserted AS (
     INSERT INTO processed_events (topic, event_id, ts, source, payload)
     SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
-    FROM staged
+    FROM staging
     ORDER BY topic COLLATE "C", event_id COLLATE "C"
     ON CONFLICT (topic, event_id) DO NOTHING
     RETURNING 1

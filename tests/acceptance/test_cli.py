@@ -228,3 +228,27 @@ def test_faults_lose_nothing_on_the_stream(settings: Settings, tmp_path: Path) -
     retried = rows[3]
     assert int(retried["resent"]) > 0
     assert int(retried["received"]) == 20000 + int(retried["resent"])
+
+
+@pytest.mark.slow
+def test_bench_runs_all_four_and_verifies_them(settings: Settings, tmp_path: Path) -> None:
+    proc = harness(
+        "bench",
+        "--quick",
+        "--events",
+        "5000",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "b",
+        env=_env(settings),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "bench" / "b" / "bench.json").read_text())
+    measured = {m["key"]: m for m in result["measurements"]}
+    assert sorted(measured) == ["a", "b", "c", "d"]
+    assert all(m["verified"] and m["events_per_s"] > 0 for m in measured.values())
+    assert (measured["a"]["events"], measured["b"]["events"]) == (5000, 2000)
+    expected = measured["c"]["events_per_s"] / measured["a"]["events_per_s"]
+    assert result["ratios"]["c/a"] == pytest.approx(expected)
+    assert result["environment"]["cpu_count"] and result["servers"]["postgresql"]
