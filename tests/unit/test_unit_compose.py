@@ -20,7 +20,15 @@ def compose() -> dict[str, Any]:
 
 
 def test_the_stack_has_its_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "redis", "aggregator", "publisher", "harness"}
+    assert set(compose["services"]) == {
+        "postgres",
+        "redis",
+        "aggregator",
+        "publisher",
+        "harness",
+        "ray-head",
+        "ray-worker",
+    }
     assert compose["services"]["postgres"]["image"].startswith("postgres:16")
     assert compose["services"]["redis"]["image"].startswith("redis:7")
 
@@ -99,3 +107,19 @@ def test_commands_are_ones_the_cli_accepts(compose: dict[str, Any], name: str) -
     assert args.command in {"serve", "publish", "run"}
     if name == "publisher":
         assert (args.events, args.duplicate_rate, args.topics, args.batch) == (20000, 0.3, 10, 100)
+
+
+def test_the_ray_profile_is_a_head_and_workers_the_harness_can_attach_to(
+    compose: dict[str, Any],
+) -> None:
+    head, worker = compose["services"]["ray-head"], compose["services"]["ray-worker"]
+    assert head["profiles"] == worker["profiles"] == ["ray"]
+    assert head["command"][:3] == ["ray", "start", "--head"]
+    port = head["command"][head["command"].index("--port") + 1]
+    assert port != "6379"  # Redis's port
+    address = worker["command"][worker["command"].index("--address") + 1]
+    assert address == f"ray-head:{port}"
+    assert worker["deploy"]["replicas"] >= 2
+    # both reach the same PostgreSQL and Redis as the harness
+    for service in (head, worker):
+        assert service["environment"]["HARNESS_PG_DSN"].startswith("postgresql://")
