@@ -179,10 +179,13 @@ def _sweep_chart(
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_minor_locator(NullLocator())
-        else:
-            ax.set_ylim(bottom=0)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.grid(alpha=0.3)
+    if len(series) == 1:
+        # The panels share y: set it once, from every panel's data, or a panel drawn
+        # later than the first can run off the top.
+        top = max(ax.dataLim.y1 for ax in axes)
+        axes[0].set_ylim(0, top * 1.06 if top > 0 else 1)
     axes[0].set_ylabel(ylabel)
     handles = [Line2D([], [], color=colours[v], marker="o", label=str(v)) for v in lines]
     handles += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -374,3 +375,20 @@ def test_report_lists_the_trials_that_broke_and_what_broke(tmp_path: Path) -> No
         "| 5 | isolation = serializable, consumers = 4 | violation | 3 | 0 | 0 | lost 3 != 0 |"
         in (correctness)
     )
+
+
+def test_shared_y_axis_fits_the_highest_panel_not_the_first(tmp_path: Path) -> None:
+    """Panels share y; the limit must come from every panel (a later panel's higher
+    throughput once ran off the top)."""
+    sweep = {"counter": ["atomic", "sharded"], **ISO_BY_CONSUMERS}
+
+    def faster_when_sharded(trial: Any) -> dict[str, Any]:
+        speedup = 3.0 if trial.params.counter == "sharded" else 1.0
+        return {"duration_s": runs.EVENTS / (runs.throughput(trial.params, 0) * speedup)}
+
+    run = load(runs.make_run(tmp_path, sweep=sweep, outcome=faster_when_sharded))
+    fig = plots.throughput_vs_consumers(run)
+    highest = run.trials["throughput_eps"].max()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 2
+    assert all(ax.get_ylim()[1] >= highest for ax in panels)
