@@ -326,6 +326,32 @@ def describe_latency_vs_batch(run: Run) -> str:
     )
 
 
+def throughput_vs_batch(run: Run) -> Figure:
+    fig = _sweep_chart(
+        run,
+        "batch_size",
+        "batch size (events per transaction)",
+        [_Series("throughput_eps")],
+        "Throughput vs batch size",
+        "throughput (events/s)",
+    )
+    return fig
+
+
+def describe_throughput_vs_batch(run: Run) -> str:
+    summary, fixed, line = stats.sweep_summary(run, "batch_size", ["throughput_eps"])
+    mean = "throughput_eps_mean"
+    peak = _row(summary, summary[mean].idxmax())
+    same = (summary[line] == peak[line]) & (summary["counter"] == peak["counter"])
+    smallest = _row(summary[same], summary[same]["batch_size"].idxmin())
+    return (
+        f"Throughput peaks at {peak[mean]:,.0f} events/s with batches of "
+        f"{peak['batch_size']:,} at {named(line, peak[line])}{_held_text(fixed)}, "
+        f"{peak[mean] / smallest[mean]:,.1f}× the {smallest[mean]:,.0f} events/s of batches of "
+        f"{smallest['batch_size']:,}."
+    )
+
+
 def _applies_batch(run: Run) -> bool:
     t = stats.measured(run)
     return not t.empty and t["batch_size"].nunique() > 1
@@ -544,6 +570,13 @@ CHARTS: tuple[Chart, ...] = (
         _applies_consumers,
         throughput_vs_consumers,
         describe_throughput_vs_consumers,
+    ),
+    Chart(
+        "throughput_vs_batch.png",
+        "Throughput vs batch size",
+        _applies_batch,
+        throughput_vs_batch,
+        describe_throughput_vs_batch,
     ),
     Chart(
         "latency_vs_batch.png",

@@ -392,3 +392,13 @@ def test_shared_y_axis_fits_the_highest_panel_not_the_first(tmp_path: Path) -> N
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert len(panels) == 2
     assert all(ax.get_ylim()[1] >= highest for ax in panels)
+
+
+def test_a_batch_sweep_gets_throughput_vs_batch_size(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep={"batch_size": [10, 100, 1000]}))
+    assert "throughput_vs_batch.png" in [c.filename for c in plots.charts_for(run)]
+    fig = plots.throughput_vs_batch(run)
+    assert fig.axes[0].get_xlabel() == "batch size (events per transaction)"
+    sentence = plots.describe_throughput_vs_batch(run)
+    # the synthetic throughput does not depend on the batch: peak = smallest, 1.0×
+    assert sentence.startswith("Throughput peaks at") and "1.0×" in sentence
