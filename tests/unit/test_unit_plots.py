@@ -39,9 +39,10 @@ def test_isolation_by_consumers_draws_every_chart_but_latency_vs_batch(tmp_path:
     }
 
 
-def test_a_batch_size_sweep_adds_latency_vs_batch(tmp_path: Path) -> None:
+def test_a_batch_size_sweep_adds_throughput_and_latency_vs_batch(tmp_path: Path) -> None:
     run = runs.make_run(tmp_path, sweep={"batch_size": [10, 100, 1000]})
     assert drawn(plots.plot_run(run)) == {
+        "throughput_vs_batch.png",
         "latency_vs_batch.png",
         "correctness.png",
         "throughput_over_time.png",
