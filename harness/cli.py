@@ -369,16 +369,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     run_id = args.resume or args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = settings.results_dir / exp.name / run_id
     varying = [k for k in exp.sweep]
-    resolved = [
-        {
-            "trial": t.index,
-            "trial_id": t.trial_id,
-            "repeat": t.repeat,
-            "seed": t.seed,
-            "params": dataclasses.asdict(t.params),
-        }
-        for t in trials
-    ]
+    resolved = results.resolved_trials(trials)
     if args.resume:
         if not out.exists():
             raise UsageError(f"no run {out} to resume")

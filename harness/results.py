@@ -120,6 +120,20 @@ class TrialResult:
         }
 
 
+def resolved_trials(trials: list[Trial]) -> list[dict[str, Any]]:
+    """What meta.json records of each planned trial: its id, repeat, seed and parameters."""
+    return [
+        {
+            "trial": t.index,
+            "trial_id": t.trial_id,
+            "repeat": t.repeat,
+            "seed": t.seed,
+            "params": dataclasses.asdict(t.params),
+        }
+        for t in trials
+    ]
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 

@@ -10,7 +10,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -30,6 +30,23 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 HOT_ROW = 0
 
 
+_Choice = TypeVar("_Choice", bound=enum.Enum)
+
+
+def _parse_choice(
+    cls: type[_Choice], value: object, aliases: Mapping[str, str], what: str
+) -> _Choice:
+    """A member from its value in any case, with spaces or dashes for underscores."""
+    if isinstance(value, cls):
+        return value
+    norm = re.sub(r"[\s-]+", "_", str(value).strip().lower())
+    try:
+        return cls(aliases.get(norm, norm))
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in cls)
+        raise ValueError(f"unknown {what} {value!r}; choose one of {choices}") from None
+
+
 class Isolation(enum.Enum):
     READ_COMMITTED = "read_committed"
     REPEATABLE_READ = "repeatable_read"
@@ -38,19 +55,8 @@ class Isolation(enum.Enum):
     @classmethod
     def parse(cls, value: str | Isolation) -> Isolation:
         """Accepts ``read_committed``, ``READ COMMITTED``, ``read-committed``, ``rc``…"""
-        if isinstance(value, Isolation):
-            return value
-        norm = re.sub(r"[\s-]+", "_", str(value).strip().lower())
-        norm = {"rc": "read_committed", "rr": "repeatable_read", "ser": "serializable"}.get(
-            norm, norm
-        )
-        try:
-            return cls(norm)
-        except ValueError:
-            choices = ", ".join(i.value for i in cls)
-            raise ValueError(
-                f"unknown isolation level {value!r}; choose one of {choices}"
-            ) from None
+        aliases = {"rc": "read_committed", "rr": "repeatable_read", "ser": "serializable"}
+        return _parse_choice(cls, value, aliases, "isolation level")
 
     @property
     def psycopg(self) -> psycopg.IsolationLevel:
@@ -77,17 +83,7 @@ class CounterStrategy(enum.Enum):
     @classmethod
     def parse(cls, value: str | CounterStrategy) -> CounterStrategy:
         """Accepts ``atomic``, ``rmw`` (or ``read-modify-write``), ``sharded``, any case."""
-        if isinstance(value, CounterStrategy):
-            return value
-        norm = re.sub(r"[\s-]+", "_", str(value).strip().lower())
-        norm = {"read_modify_write": "rmw"}.get(norm, norm)
-        try:
-            return cls(norm)
-        except ValueError:
-            choices = ", ".join(c.value for c in cls)
-            raise ValueError(
-                f"unknown counter strategy {value!r}; choose one of {choices}"
-            ) from None
+        return _parse_choice(cls, value, {"read_modify_write": "rmw"}, "counter strategy")
 
     @property
     def safe_isolations(self) -> frozenset[Isolation]:

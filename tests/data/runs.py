@@ -8,13 +8,12 @@ the batch size, and only the stricter levels retry.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.experiment import Experiment, Trial, TrialParams
-from harness.results import RunWriter, TrialResult
+from harness.results import RunWriter, TrialResult, resolved_trials
 
 #: throughput divisor per isolation level
 ISOLATION_COST = {"read_committed": 1.0, "repeatable_read": 2.0, "serializable": 4.0}
@@ -108,16 +107,7 @@ def make_run(
         root / "synthetic" / run_id,
         {
             "experiment": exp.to_dict(),
-            "resolved_trials": [
-                {
-                    "trial": t.index,
-                    "trial_id": t.trial_id,
-                    "repeat": t.repeat,
-                    "seed": t.seed,
-                    "params": dataclasses.asdict(t.params),
-                }
-                for t in trials
-            ],
+            "resolved_trials": resolved_trials(trials),
             "servers": {"postgresql": "15.20", "redis": "7.0.15"},
             "environment": {
                 "python": "3.11.7",
