@@ -13,7 +13,8 @@ def parse(text: str) -> dict[str, tuple[str, ...]]:
     """Blocks by name; each block is its statements, comment lines removed.
 
     A block runs from its ``-- name --`` line to the next one; statements inside it
-    end with ``;`` at the end of a line.
+    end with ``;`` at the end of a line. ``{other}`` in a block stands for the text of
+    block ``other``, so that statements can share a fragment.
     """
     blocks: dict[str, tuple[str, ...]] = {}
     headers = list(_HEADER.finditer(text))
@@ -29,7 +30,27 @@ def parse(text: str) -> dict[str, tuple[str, ...]]:
         if not statements:
             raise ValueError(f"SQL block {name!r} is empty")
         blocks[name] = statements
-    return blocks
+    return {
+        name: tuple(_expand(s, blocks, (name,)) for s in stmts) for name, stmts in blocks.items()
+    }
+
+
+_REFERENCE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def _expand(statement: str, blocks: dict[str, tuple[str, ...]], seen: tuple[str, ...]) -> str:
+    """``statement`` with each ``{name}`` replaced by block ``name``'s text."""
+
+    def text(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in blocks:
+            raise ValueError(f"SQL block {seen[0]!r} refers to {{{name}}}, which is no block")
+        if name in seen:
+            raise ValueError(f"SQL block {name!r} refers to itself")
+        (fragment,) = blocks[name]
+        return _expand(fragment, blocks, (*seen, name))
+
+    return _REFERENCE.sub(text, statement)
 
 
 @functools.cache

@@ -108,7 +108,8 @@ class Runner:
     def close(self) -> None:
         if self._service is not None:
             ray.get(self._service.stop.remote())
-            self._consumers.append(self._service)  # killed below with the others
+            ray.kill(self._service)
+            self._service = None
         for actor in [*self._consumers, *self._publishers]:
             ray.kill(actor)
         self._consumers.clear()

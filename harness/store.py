@@ -429,7 +429,7 @@ class Store:
     def _apply_once(self, batch: Prepared, shard: int) -> int:
         """One attempt at a batch; returns how many of its events were new."""
         if self.counter is CounterStrategy.RMW:
-            return self._apply_in_transaction(batch, shard)
+            return self._apply_in_transaction(batch)
         return self._apply_in_one_statement(batch, shard)
 
     def _apply_in_one_statement(self, batch: Prepared, shard: int) -> int:
@@ -473,7 +473,7 @@ class Store:
             ):
                 copy.write_row(row)
 
-    def _apply_in_transaction(self, batch: Prepared, shard: int) -> int:
+    def _apply_in_transaction(self, batch: Prepared) -> int:
         """The multi-statement form: insert, then count, in an explicit transaction.
         Needed by ``rmw``, whose counting reads the counters before writing them."""
         conn = self.conn
@@ -481,7 +481,7 @@ class Store:
         self._committing = False
         with conn.transaction():
             unique = self._insert_unnest(batch)
-            self._count(batch.received, unique, shard)
+            self._count_rmw(batch.received, unique)
             self._committing = True  # leaving the block sends COMMIT
         return unique
 
@@ -491,29 +491,23 @@ class Store:
         cur.execute(insert, _columns(batch))
         return cur.rowcount
 
-    def _count(self, received: int, unique: int, shard: int) -> None:
-        """Add one batch to the counters, inside the batch's transaction."""
-        added = {"received": received, "unique": unique, "duplicate": received - unique}
-        match self.counter:
-            case CounterStrategy.ATOMIC:
-                self._run("add_counters", {**added, "shard": HOT_ROW})
-            case CounterStrategy.SHARDED:
-                self._run("add_shard_counters", {**added, "shard": shard})
-            case CounterStrategy.RMW:
-                row = self._run("read_counter_row", {"shard": HOT_ROW}).fetchone()
-                if row is None:
-                    raise RuntimeError(f"event_stats has no row {HOT_ROW}: run Store.reset()")
-                # The lost update, on purpose: between this read and the write below a
-                # concurrent batch may commit its own sums, which the write overwrites.
-                self._run(
-                    "write_counter_row",
-                    {
-                        "received": int(row[0]) + received,
-                        "unique": int(row[1]) + unique,
-                        "duplicate": int(row[2]) + received - unique,
-                        "shard": HOT_ROW,
-                    },
-                )
+    def _count_rmw(self, received: int, unique: int) -> None:
+        """``rmw``'s counting, inside the batch's transaction: read row 0, add in Python,
+        write the sums back. (``atomic`` and ``sharded`` count inside the one statement.)"""
+        row = self._run("read_counter_row", {"shard": HOT_ROW}).fetchone()
+        if row is None:
+            raise RuntimeError(f"event_stats has no row {HOT_ROW}: run Store.reset()")
+        # The lost update, on purpose: between this read and the write below a
+        # concurrent batch may commit its own sums, which the write overwrites.
+        self._run(
+            "write_counter_row",
+            {
+                "received": int(row[0]) + received,
+                "unique": int(row[1]) + unique,
+                "duplicate": int(row[2]) + received - unique,
+                "shard": HOT_ROW,
+            },
+        )
 
     # -- reading and verifying --------------------------------------------------------
 

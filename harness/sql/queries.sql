@@ -1,14 +1,13 @@
 -- Named blocks: each starts with a line "-- name --". Parameters use %(name)s.
+-- {name} stands for the text of block "name" (a fragment shared by several blocks).
 -- A block may hold several statements, each ended by ";" at the end of a line.
 
 -- insert_events --
 -- The batch arrives de-duplicated and sorted by (topic, event_id), so concurrent
 -- batches take their index locks in the same order and cannot deadlock each other.
 INSERT INTO processed_events (topic, event_id, ts, source, payload)
-SELECT t.topic, t.event_id, t.ts::timestamptz, t.source, t.payload::jsonb
-FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
-            %(sources)s::text[], %(payloads)s::text[])
-     AS t(topic, event_id, ts, source, payload)
+SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
+FROM {unnest_batch}
 ON CONFLICT (topic, event_id) DO NOTHING
 
 -- create_staging --
@@ -26,11 +25,26 @@ COPY staging (topic, event_id, ts, source, payload) FROM STDIN
 -- Insert the staged batch (sorted by key in byte order, so concurrent batches lock keys
 -- in one order) and count it on one counter row, in ONE statement, in the transaction
 -- that staged it. Returns how many events were new.
+{apply_from}
+    FROM staging
+    ORDER BY topic COLLATE "C", event_id COLLATE "C"
+{apply_count}
+
+-- apply_unnest --
+-- apply_staged for a small batch, passed as arrays (already sorted by key), in
+-- autocommit: the statement is its own transaction, one round trip.
+{apply_from}
+    FROM {unnest_batch}
+{apply_count}
+
+-- apply_from --
+-- Fragment: the head of the apply statements, up to the rows' source.
 WITH inserted AS (
     INSERT INTO processed_events (topic, event_id, ts, source, payload)
     SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
-    FROM staging
-    ORDER BY topic COLLATE "C", event_id COLLATE "C"
+
+-- apply_count --
+-- Fragment: the tail of the apply statements, which counts what the insert added.
     ON CONFLICT (topic, event_id) DO NOTHING
     RETURNING 1
 ), new AS (
@@ -45,49 +59,11 @@ SET received = s.received + excluded.received,
     updated_at = now()
 RETURNING (SELECT n FROM new)
 
--- apply_unnest --
--- apply_staged for a small batch, passed as arrays (already sorted by key).
-WITH inserted AS (
-    INSERT INTO processed_events (topic, event_id, ts, source, payload)
-    SELECT t.topic, t.event_id, t.ts::timestamptz, t.source, t.payload::jsonb
-    FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
-                %(sources)s::text[], %(payloads)s::text[])
-         AS t(topic, event_id, ts, source, payload)
-    ON CONFLICT (topic, event_id) DO NOTHING
-    RETURNING 1
-), new AS (
-    SELECT count(*)::bigint AS n FROM inserted
-)
-INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped)
-SELECT %(shard)s, %(received)s, new.n, %(received)s - new.n FROM new
-ON CONFLICT (shard) DO UPDATE
-SET received = s.received + excluded.received,
-    unique_processed = s.unique_processed + excluded.unique_processed,
-    duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
-    updated_at = now()
-RETURNING (SELECT n FROM new)
-
--- add_counters --
--- Counter strategy "atomic": the increment happens in the row, under its lock, so no
--- concurrent batch's count is ever overwritten.
-UPDATE event_stats
-SET received = received + %(received)s,
-    unique_processed = unique_processed + %(unique)s,
-    duplicate_dropped = duplicate_dropped + %(duplicate)s,
-    updated_at = now()
-WHERE shard = %(shard)s
-
--- add_shard_counters --
--- Counter strategy "sharded": the same x = x + n, on the caller's own row. An upsert
--- rather than a separate "ensure the row exists" step: one statement per batch like
--- "atomic", and the row comes back by itself after reset() deletes it.
-INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped)
-VALUES (%(shard)s, %(received)s, %(unique)s, %(duplicate)s)
-ON CONFLICT (shard) DO UPDATE
-SET received = s.received + excluded.received,
-    unique_processed = s.unique_processed + excluded.unique_processed,
-    duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
-    updated_at = now()
+-- unnest_batch --
+-- Fragment: a prepared batch passed as five parallel arrays.
+unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
+       %(sources)s::text[], %(payloads)s::text[])
+    AS t(topic, event_id, ts, source, payload)
 
 -- read_counter_row --
 -- Counter strategy "rmw", step 1: a plain read, deliberately without FOR UPDATE (the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness import queries
@@ -63,9 +65,9 @@ def test_parse_without_headers_is_empty(text: str) -> None:
 
 def test_load_returns_the_shipped_blocks() -> None:
     blocks = queries.load()
-    assert {"insert_events", "add_counters", "reset", "read_counters"} <= set(blocks)
+    assert {"insert_events", "apply_unnest", "reset", "read_counters"} <= set(blocks)
     assert len(blocks["insert_events"]) == 1
-    assert len(blocks["add_counters"]) == 1
+    assert len(blocks["apply_unnest"]) == 1
     assert len(blocks["reset"]) == 3
     for name, statements in blocks.items():
         assert statements, name
@@ -82,3 +84,20 @@ def test_insert_events_takes_the_batch_columns() -> None:
 
 def test_schema_is_text() -> None:
     assert "processed_events" in queries.schema()
+
+
+def test_a_block_may_use_another_as_a_fragment() -> None:
+    text = "-- head --\nSELECT 1\n\n-- full --\n{head} + {tail}\n\n-- tail --\n2\n"
+    assert queries.parse(text)["full"] == ("SELECT 1 + 2",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-- a --\nSELECT {nope}\n", "refers to {nope}, which is no block"),
+        ("-- a --\nSELECT {b}\n\n-- b --\n{a}\n", "refers to itself"),
+    ],
+)
+def test_bad_fragment_references_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        queries.parse(text)
