@@ -70,6 +70,8 @@ class ConsumerStats:
     #: pending after a restart, reclaimed from a peer) or retried after a COMMIT whose
     #: connection broke before its outcome was known
     redelivered: int = 0
+    #: of ``redelivered``, the events retried after a COMMIT of unknown outcome
+    uncertain: int = 0
     #: times the loop lost Redis or PostgreSQL and started over
     reconnects: int = 0
     #: batches abandoned after the retry policy gave up (left pending, applied later)
@@ -87,6 +89,7 @@ class ConsumerStats:
             "duplicate": self.duplicate,
             "rejected": self.rejected,
             "redelivered": self.redelivered,
+            "uncertain": self.uncertain,
             "gave_up": self.gave_up,
             "reconnects": self.reconnects,
             "last_commit_ns": self.last_commit_ns,
@@ -194,6 +197,9 @@ class Consumer:
             items = self._decode(delivery)
             if items is not None:
                 decoded.append((delivery, items))
+        # Count what may be applied a second time where a kill cannot lose it, and
+        # before the commit: a consumer killed right after committing has counted it.
+        self.broker.note_redelivered(sum(len(evs) for d, evs in decoded if d.redelivered))
         return self._apply_decoded(decoded)
 
     def _apply_decoded(self, items: list[tuple[Delivery, list[events.Row]]]) -> int:
@@ -236,6 +242,7 @@ class Consumer:
         self.stats.duplicate += result.duplicate
         self.stats.retries.update(result.retries)
         self.stats.redelivered += result.uncertain
+        self.stats.uncertain += result.uncertain
         for delivery, evs in items:
             if delivery.redelivered:
                 self.stats.redelivered += len(evs)

@@ -76,6 +76,12 @@ class ListBroker:
     def trim(self) -> int:
         return 0
 
+    def note_redelivered(self, events: int) -> None:
+        pass
+
+    def redelivered_count(self) -> int:
+        return 0
+
     def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
         record: dict[Any, Any] = {**delivery.fields, b"reason": reason.encode("utf-8", "replace")}
         self.client.xadd(self.keys.dead_letter, record)

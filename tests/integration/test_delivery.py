@@ -150,6 +150,18 @@ def test_consumer_killed_between_commit_and_ack_loses_nothing(
     after_crash = store.counters()
     assert after_crash.received == 100  # its batch committed…
     assert broker.backlog().pending == 100  # …but was never acknowledged
+    assert broker.redelivered_count() == 0
+
+    # It comes back under the same name, re-applies its own pending batch and dies
+    # again before acknowledging: its in-memory count of that redelivery dies with it,
+    # the broker's does not (this is what a kill-consumer trial hitting the same
+    # consumer twice does).
+    again = multiprocessing.get_context("spawn").Process(target=_consume_then_die, args=(settings,))
+    again.start()
+    again.join(60)
+    assert again.exitcode == 17
+    assert store.counters().received == 200
+    assert broker.redelivered_count() == 100
 
     peer = Consumer(broker, store, ConsumerConfig(name="peer", batch_size=100, claim_idle_ms=50))
     time.sleep(0.1)
@@ -158,7 +170,8 @@ def test_consumer_killed_between_commit_and_ack_loses_nothing(
     gen = Generator(workload)
     counters = store.counters()
     assert peer.stats.redelivered == 100
-    assert counters.received == workload.events + 100  # the redelivery is counted…
+    assert broker.redelivered_count() == 200  # both re-applications, the dead one's too
+    assert counters.received == workload.events + 200  # each re-application is counted…
     assert counters.unique_processed == gen.expected_unique  # …but stored only once
     assert counters.duplicate_dropped == counters.received - counters.unique_processed
     check = store.verify(gen.expected_keys())

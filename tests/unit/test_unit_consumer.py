@@ -42,11 +42,18 @@ class FakeBroker:
         self.acked: list[bytes] = []
         self.dead: list[tuple[bytes, str]] = []
         self.touched: list[list[bytes]] = []
+        self.log: list[str] = []
+        self.noted = 0
+
+    def note_redelivered(self, events: int) -> None:
+        self.log.append(f"noted {events}")
+        self.noted += events
 
     def touch(self, consumer: str, entry_ids: list[bytes]) -> None:
         self.touched.append(list(entry_ids))
 
     def ack(self, entry_ids: list[bytes]) -> int:
+        self.log.append("ack")
         self.acked.extend(entry_ids)
         return len(entry_ids)
 
@@ -122,6 +129,8 @@ def test_apply_stores_valid_entries_dead_letters_bad_ones_and_acks() -> None:
     stats = c.stats
     assert (stats.batches, stats.received, stats.unique, stats.duplicate) == (1, 3, 2, 1)
     assert (stats.rejected, stats.redelivered) == (2, 1)
+    # the redelivered event was counted durably before the batch was applied
+    assert (broker.noted, broker.log) == (1, ["noted 1", "ack"])
     assert stats.retries == {"40001": 1}
     assert stats.last_commit_ns == 1_005_000_000
     assert stats.histogram.get_total_count() == 3
@@ -132,9 +141,11 @@ def test_nothing_is_acked_when_the_transaction_fails() -> None:
     broker, store = FakeBroker(), FakeStore(fail=RuntimeError("database down"))
     c = consumer(store, broker)
     with pytest.raises(RuntimeError):
-        c.apply([delivery(b"1-0", orjson.dumps([event(1)]))])
+        c.apply([delivery(b"1-0", orjson.dumps([event(1), event(2)]), redelivered=True)])
     assert broker.acked == []
-    assert c.stats.batches == 0 and c.stats.received == 0
+    assert c.stats.batches == 0 and c.stats.received == 0 and c.stats.redelivered == 0
+    # the durable count is an upper bound: it was taken before the apply was tried
+    assert broker.noted == 2
 
 
 def test_a_batch_of_only_bad_entries_touches_no_store() -> None:
