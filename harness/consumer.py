@@ -255,8 +255,7 @@ class Consumer:
     def _decode(self, delivery: Delivery) -> list[events.Row] | None:
         """The entry's events, validated; an entry that is not is dead-lettered whole."""
         try:
-            items = events.decode_many(delivery.payload)
-            return [events.validate_row(item) for item in items]
+            return events.decode_rows(delivery.payload)
         except (events.InvalidEvent, ValueError) as exc:
             self.broker.dead_letter(delivery, str(exc), consumer=self.config.name)
             self.stats.rejected += _event_count(delivery)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,13 @@ class Generator:
             b'{"topic":"%s","event_id":"%s","timestamp":"%s","source":"service-%d",'
             b'"payload":{"seq":%d,"level":"INFO","msg":"' + self._filler.encode() + b'"}}'
         )
+        # The same document with the event id and the time of day as numbers: the
+        # template of entries, whose fields are computed for all their events at once.
+        self._day_template = self._template.replace(
+            b'"event_id":"%s"', f'"event_id":"{workload.seed:08x}-%010d"'.encode(), 1
+        ).replace(b'"timestamp":"%s"', b'"timestamp":"2025-12-17T%02d:%02d:%02d.%03dZ"', 1)
+        self._topic_bytes = np.array([t.encode() for t in self._topics], dtype=object)
+        self._entry_templates: dict[int, bytes] = {}
 
     # -- ground truth -----------------------------------------------------------------
 
@@ -150,9 +158,44 @@ class Generator:
             ordinal,
         )
 
-    def encoded_entry(self, ordinals: list[int]) -> bytes:
-        """Several events as one stream entry: a JSON array."""
-        return b"[" + b",".join(self.encoded(u) for u in ordinals) + b"]"
+    def encoded_entry(self, ordinals: Sequence[int] | np.ndarray) -> bytes:
+        """Several events as one stream entry: a JSON array, the same bytes as
+        ``b"[" + b",".join(map(self.encoded, ordinals)) + b"]"``.
+
+        The publishers' hot path. Each event's fields (topic, time of day, source) are
+        computed for the whole entry with numpy, and the entry is formatted by one ``%``
+        on a template of that many events: no Python work per event.
+        """
+        n = len(ordinals)
+        ords = np.asarray(ordinals, dtype=np.int64)
+        if n == 0 or ords.min() < 0 or ords.max() >= _DAY_MS:
+            return b"[" + b",".join(self.encoded(int(u)) for u in ords) + b"]"
+        topics = self.workload.topics
+        # (u * _MIX) % topics, without int64 overflow for any ordinal
+        topic = self._topic_bytes[(ords % topics) * (_MIX % topics) % topics]
+        seconds, ms = np.divmod(ords, 1000)
+        minutes, s = np.divmod(seconds, 60)
+        h, m = np.divmod(minutes, 60)
+        values = ords.tolist()
+        fields = zip(
+            topic.tolist(),
+            values,
+            h.tolist(),
+            m.tolist(),
+            s.tolist(),
+            ms.tolist(),
+            (ords % 7).tolist(),
+            values,
+            strict=True,
+        )
+        return self._entry_template(n) % tuple(itertools.chain.from_iterable(fields))
+
+    def _entry_template(self, n: int) -> bytes:
+        template = self._entry_templates.get(n)
+        if template is None:
+            template = b"[" + b",".join([self._day_template] * n) + b"]"
+            self._entry_templates[n] = template
+        return template
 
     def ordinals(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The fresh ordinal of each event ``start ≤ i < stop`` (re-sends repeat one)."""

@@ -302,3 +302,24 @@ def test_timestamps_advance_one_millisecond_per_ordinal_across_days() -> None:
         parsed = dt.datetime.fromisoformat(timestamp(ordinal))
         start = dt.datetime(2025, 12, 17, tzinfo=dt.UTC)
         assert parsed - start == dt.timedelta(milliseconds=ordinal)
+
+
+@pytest.mark.parametrize(
+    ("topics", "payload_bytes", "seed"), [(10, 100, 1), (13, 250, 9), (1, 0, 0), (64, 40, 2**31)]
+)
+def test_an_entry_encoded_in_bulk_is_its_events_encoded_one_by_one(
+    topics: int, payload_bytes: int, seed: int
+) -> None:
+    gen = Generator(
+        Workload(
+            events=20_000, duplicate_rate=0.3, topics=topics, payload_bytes=payload_bytes, seed=seed
+        )
+    )
+    ords = gen.ordinals()
+    parts = [ords[i : i + n] for i, n in ((0, 100), (97, 1), (5_000, 333), (19_990, 10))]
+    # across midnight (the slow path) and an empty entry too
+    parts += [np.array([86_399_999, 86_400_000]), np.array([], dtype=np.int64)]
+    for part in parts:
+        one_by_one = b"[" + b",".join(gen.encoded(int(u)) for u in part) + b"]"
+        assert gen.encoded_entry(part) == one_by_one
+        assert gen.encoded_entry(part.tolist()) == one_by_one

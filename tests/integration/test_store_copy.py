@@ -1,0 +1,41 @@
+"""The COPY path's text, built in bulk, stores every value exactly, awkward characters included."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from harness.events import Row
+from harness.store import COPY_FROM, Store, _copy_text, prepare_rows
+
+pytestmark = pytest.mark.integration
+
+SORTED = orjson.OPT_SORT_KEYS
+
+AWKWARD = ["plain", "back\\slash", "tab\there", "new\nline", "carriage\rreturn", "\\N", "\\.", ""]
+
+
+def rows(values: list[str]) -> list[Row]:
+    out = []
+    for i in range(COPY_FROM + 10):
+        value = values[i % len(values)]
+        payload = orjson.dumps({"v": value, "i": i}).decode()
+        out.append((f"t{i % 3}{value}", f"id-{i}{value}", "2025-12-17T10:00:00Z", value, payload))
+    return out
+
+
+@pytest.mark.parametrize("values", [["plain"], AWKWARD, ["back\\slash", "\\N", "x\ry"]])
+def test_copy_stores_every_value_as_given(store: Store, values: list[str]) -> None:
+    batch = rows(values)
+    prepared = prepare_rows(batch)
+    # with a tab or a newline in a value the text cannot be built in bulk: rows one by one
+    assert (_copy_text(prepared) is None) == any("\t" in v or "\n" in v for v in values)
+    result = store.apply_rows(batch)
+    assert (result.received, result.unique) == (len(batch), len(batch))
+    stored = {
+        (e["topic"], e["event_id"], e["source"], orjson.dumps(e["payload"], option=SORTED))
+        for e in store.list_events(limit=1000)
+    }
+    assert stored == {
+        (r[0], r[1], r[3], orjson.dumps(orjson.loads(r[4]), option=SORTED)) for r in batch
+    }

@@ -1,0 +1,184 @@
+"""The consumers' bulk decoding of stream entries agrees with the event-by-event rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness import events
+from harness.events import InvalidEvent, decode_rows, validate_row
+from harness.generator import Generator, Workload
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "topic": "orders",
+        "event_id": "e-1",
+        "timestamp": "2025-12-17T10:30:45.123Z",
+        "source": "svc",
+        "payload": {"k": 1, "s": 'a\tb\\c"d'},
+    }
+    return {**base, **overrides}
+
+
+def slow(data: bytes) -> list[events.Row]:
+    return [validate_row(item) for item in events.decode_many(data)]
+
+
+def same_rows(fast: list[events.Row], reference: list[events.Row]) -> None:
+    """Equal, except that the fast path keeps each payload as sent (same JSON value)."""
+    assert [r[:4] for r in fast] == [r[:4] for r in reference]
+    assert [orjson.loads(r[4]) for r in fast] == [orjson.loads(r[4]) for r in reference]
+
+
+def test_generated_entries_take_the_bulk_path_and_match() -> None:
+    gen = Generator(Workload(events=5000, duplicate_rate=0.3, topics=7, seed=3))
+    ords = gen.ordinals()
+    for i in range(0, len(ords), 250):
+        entry = gen.encoded_entry(ords[i : i + 250])
+        bulk = events._bulk_rows(entry)
+        assert bulk is not None
+        assert bulk == slow(entry)  # the generator writes compact JSON: byte-identical
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        event(),
+        event(source=""),
+        event(timestamp="2025-12-17 10:30+05:30"),
+        event(timestamp="2024-02-29T23:59:59.999999999-15:59"),
+        event(topic="é" * 255, event_id="ü" * 255),
+        {k: v for k, v in event().items() if k != "payload"},
+        {**event(), "extra": [1, 2]},
+    ],
+)
+def test_valid_events_take_the_bulk_path(item: dict[str, Any]) -> None:
+    data = orjson.dumps([item, item])
+    bulk = events._bulk_rows(data)
+    assert bulk is not None
+    same_rows(bulk, slow(data))
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        event(topic=""),
+        event(event_id="x" * 256),
+        event(source="s" * 256),
+        event(topic=None),
+        event(source=None),
+        event(event_id="a\x00b"),
+        event(payload={"msg": "a\x00b"}),
+        event(payload=[1]),
+        event(payload=None),
+        event(payload="{}"),
+        event(timestamp="2025-12-17T10:30:45"),  # no time zone
+        event(timestamp="2025-02-30T10:30:45Z"),  # no such day
+        event(timestamp="2025-13-01T10:30:45Z"),
+        event(timestamp="2025-12-17T24:00:00Z"),
+        event(timestamp="2025-12-17T10:30:45+16:00"),  # PostgreSQL refuses
+        event(timestamp="2025-W51-3T10:30:45Z"),  # Python takes it, PostgreSQL does not
+        event(timestamp="20251217T103045Z"),
+        event(timestamp="2025-12-17T10:30:45Z\n2025-12-17T10:30:45Z"),
+        event(timestamp=1_700_000_000),
+        event(payload={"big": "x" * (events.MAX_PAYLOAD_BYTES + 1)}),
+    ],
+)
+def test_what_the_rules_refuse_is_left_to_them_and_refused(item: dict[str, Any]) -> None:
+    data = orjson.dumps([event(), item])
+    assert events._bulk_rows(data) is None
+    with pytest.raises(InvalidEvent) as bulk_error:
+        decode_rows(data)
+    with pytest.raises(InvalidEvent) as reference:
+        slow(data)
+    assert str(bulk_error.value) == str(reference.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"topic": "t"}',  # not an array
+        b"[1, 2]",
+        b"not json",
+        b"[" + orjson.dumps(event()) + b",",
+        b'[{"topic":"t","event_id":"e","timestamp":"2025-12-17T10:00:00Z","source":"s",'
+        b'"payload":{"x":"\xff"}}]',  # not UTF-8
+    ],
+)
+def test_malformed_entries_are_refused(data: bytes) -> None:
+    with pytest.raises((InvalidEvent, ValueError)):
+        decode_rows(data)
+
+
+def test_a_literal_backslash_u0000_is_no_nul_and_is_kept() -> None:
+    # "\\u0000" in JSON is a backslash followed by "u0000": no NUL. The bulk path steps
+    # aside (it cannot tell cheaply); the event-by-event rules accept it.
+    data = orjson.dumps([event(payload={"m": "\\u0000"})])
+    assert events._bulk_rows(data) is None
+    (row,) = decode_rows(data)
+    assert orjson.loads(row[4]) == {"m": "\\u0000"}
+
+
+def test_pretty_printed_payloads_are_stored_as_sent() -> None:
+    item = orjson.dumps(event()).replace(b'"payload":{', b'"payload":  {\n  ')
+    (row,) = decode_rows(b"[" + item + b"]")
+    assert row[4].startswith("{\n  ")
+    assert orjson.loads(row[4]) == event()["payload"]
+
+
+def test_an_empty_entry_has_no_rows() -> None:
+    assert decode_rows(b"[]") == []
+
+
+text = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+    st.text(alphabet="ab", min_size=254, max_size=257),  # around the 255 limit
+)
+numbers = st.integers(-(2**63), 2**64 - 1)
+stamps = st.one_of(
+    st.sampled_from(
+        [
+            "2025-12-17T10:30:45Z",
+            "2025-12-17T10:30:45.1+01:00",
+            "2025-12-17 10:30z",
+            "2025-02-29T10:30:45Z",
+            "2024-02-29T10:30:45-0530",
+            "2025-12-17T10:30:45",
+        ]
+    ),
+    st.text(alphabet="0123456789-:TZ+. z", max_size=30),
+)
+payloads = st.one_of(
+    st.dictionaries(st.text(max_size=5), st.one_of(numbers, text, st.none()), max_size=3),
+    st.lists(numbers, max_size=2),
+    st.none(),
+    text,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"topic": text, "event_id": text, "timestamp": stamps, "source": text},
+            optional={"payload": payloads},
+        ),
+        max_size=4,
+    )
+)
+def test_bulk_decoding_never_accepts_what_the_rules_refuse(items: list[dict[str, Any]]) -> None:
+    data = orjson.dumps(items)
+    try:
+        reference = slow(data)
+    except InvalidEvent:
+        assert events._bulk_rows(data) is None
+        return
+    bulk = events._bulk_rows(data)
+    if bulk is not None:
+        same_rows(bulk, reference)
+    same_rows(decode_rows(data), reference)
