@@ -6,10 +6,12 @@ import collections
 import dataclasses
 import datetime as dt
 import enum
+import functools
+import operator
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -108,23 +110,51 @@ class Counters:
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """A batch ready to insert: one entry per distinct key, sorted by (topic, event_id)."""
+    """A batch ready to insert: how many events it had, and one row per distinct key (the
+    batch's first copy of it), in no particular order.
+
+    The COPY path's statement sorts the rows by key itself, in SQL; the array path takes
+    :attr:`columns`, sorted here. Either way keys are locked in one global order.
+    """
 
     received: int
-    topics: list[str]
-    event_ids: list[str]
-    timestamps: list[str]
-    sources: list[str]
-    payloads: list[str]
+    rows: list[Row]
 
     @property
     def distinct(self) -> int:
-        return len(self.topics)
+        return len(self.rows)
 
-    def rows(self) -> Iterator[Row]:
-        return zip(
-            self.topics, self.event_ids, self.timestamps, self.sources, self.payloads, strict=True
-        )
+    @functools.cached_property
+    def columns(self) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+        """The rows sorted by (topic, event_id), as five parallel lists."""
+        ordered = sorted(self.rows, key=_KEY)
+        if not ordered:
+            return [], [], [], [], []
+        topics, event_ids, timestamps, sources, payloads = map(list, zip(*ordered, strict=True))
+        return topics, event_ids, timestamps, sources, payloads
+
+    @property
+    def topics(self) -> list[str]:
+        return self.columns[0]
+
+    @property
+    def event_ids(self) -> list[str]:
+        return self.columns[1]
+
+    @property
+    def timestamps(self) -> list[str]:
+        return self.columns[2]
+
+    @property
+    def sources(self) -> list[str]:
+        return self.columns[3]
+
+    @property
+    def payloads(self) -> list[str]:
+        return self.columns[4]
+
+
+_KEY = operator.itemgetter(0, 1)
 
 
 def prepare(events: Iterable[Mapping[str, Any]]) -> Prepared:
@@ -150,8 +180,8 @@ def _copy_text(batch: Prepared) -> str | None:
     the same as escaping each value. A tab or newline inside a value would be taken for a
     separator, which the counts below catch.
     """
-    n = len(batch.topics)
-    text = "\n".join(map("\t".join, batch.rows()))
+    n = len(batch.rows)
+    text = "\n".join(map("\t".join, batch.rows))
     if text.count("\t") != 4 * n or text.count("\n") != n - 1:
         return None
     if "\\" in text:
@@ -162,18 +192,16 @@ def _copy_text(batch: Prepared) -> str | None:
 
 
 def prepare_rows(rows: Iterable[Row]) -> Prepared:
-    """De-duplicate a batch by key (first copy wins) and sort it by key.
+    """De-duplicate a batch by key; the first copy of a key wins.
 
-    Sorting matters under concurrency: batches that lock overlapping keys in different
-    orders deadlock (40P01); batches that lock them in one global order cannot.
+    Sorting by key matters under concurrency: batches that lock overlapping keys in
+    different orders deadlock (40P01); batches that lock them in one global order cannot.
+    The statements see to it (see :class:`Prepared`).
     """
     rows = rows if isinstance(rows, list) else list(rows)
-    # the first copy of each key wins: build the map from the last row to the first
+    # the first copy wins: the map is built from the last row to the first
     by_key = {(row[0], row[1]): row for row in reversed(rows)}
-    received = len(rows)
-    ordered = [by_key[k] for k in sorted(by_key)]
-    columns = list(zip(*ordered, strict=True)) if ordered else [(), (), (), (), ()]
-    return Prepared(received, *(list(c) for c in columns))
+    return Prepared(len(rows), list(by_key.values()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,13 +228,8 @@ class Verification:
 
 
 def _columns(batch: Prepared) -> dict[str, list[str]]:
-    return {
-        "topics": batch.topics,
-        "event_ids": batch.event_ids,
-        "timestamps": batch.timestamps,
-        "sources": batch.sources,
-        "payloads": batch.payloads,
-    }
+    names = ("topics", "event_ids", "timestamps", "sources", "payloads")
+    return dict(zip(names, batch.columns, strict=True))
 
 
 def _retry_label(exc: psycopg.OperationalError) -> str | None:
@@ -491,7 +514,7 @@ class Store:
             if data is not None:
                 copy.write(data)
             else:
-                for row in batch.rows():
+                for row in batch.rows:
                     copy.write_row(row)
 
     def _apply_in_transaction(self, batch: Prepared) -> int:

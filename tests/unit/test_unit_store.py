@@ -93,7 +93,8 @@ def test_prepare_defaults_source_and_payload() -> None:
 
 
 def test_prepare_of_an_empty_batch() -> None:
-    assert prepare([]) == Prepared(0, [], [], [], [], [])
+    assert prepare([]) == Prepared(0, [])
+    assert prepare([]).columns == ([], [], [], [], [])
 
 
 # -- isolation ------------------------------------------------------------------------
