@@ -7,6 +7,7 @@ event) while the work goes on. Actors are kept across the trials of a run.
 
 from __future__ import annotations
 
+import gc
 import resource
 import socket
 import threading
@@ -49,6 +50,10 @@ class _Runner:
     def start(self, target: Any) -> None:
         self._stop = threading.Event()
         self.error = None
+        # Everything alive now (Ray, the libraries, the connections) lives as long as
+        # the actor: out of the collector's sight, so that the loop's full collections
+        # do not walk it again and again.
+        gc.freeze()
 
         def guarded() -> None:
             try:

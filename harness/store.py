@@ -614,6 +614,14 @@ class Store:
             for topic_, event_id, ts, source, payload, processed_at in cur.fetchall()
         ]
 
+    def checkpoint(self) -> bool:
+        """Run ``CHECKPOINT``; ``False`` when this role may not."""
+        try:
+            self._run("checkpoint")
+        except psycopg.errors.InsufficientPrivilege:
+            return False
+        return True
+
     # -- fault injection --------------------------------------------------------------
 
     def terminate_backends(self, application_name: str) -> int:

@@ -180,3 +180,9 @@ FROM pg_stat_activity
 WHERE application_name = %(application_name)s
   AND datname = current_database()
   AND pid <> pg_backend_pid()
+
+-- checkpoint --
+-- Benchmarks: write out every dirty buffer now, so that a measurement does not pay for
+-- the checkpoint the WAL of the one before it would trigger. Needs superuser or the
+-- pg_checkpoint role (PostgreSQL 15+).
+CHECKPOINT
