@@ -45,6 +45,9 @@ class ConsumerConfig:
     #: an entry delivered more often than this without being applied is dead-lettered
     #: (it keeps killing or stalling whoever takes it) instead of being retried forever
     max_deliveries: int = 5
+    #: events to read per XREADGROUP at least: with small batches one read (and one
+    #: acknowledgement) serves several transactions, each still its own batch
+    prefetch_events: int = 100
     #: fault injection: exit the process, unacknowledged, after this many commits
     crash_after_commits: int | None = None
 
@@ -54,7 +57,15 @@ class ConsumerConfig:
 
     @property
     def read_count(self) -> int:
+        """Stream entries per transaction: enough to hold a batch."""
         return max(1, -(-self.batch_size // self.entry_size))
+
+    @property
+    def fetch_count(self) -> int:
+        """Stream entries per read: whole batches, at least ``prefetch_events`` events."""
+        per_batch = self.read_count
+        batches = max(1, -(-self.prefetch_events // (per_batch * self.entry_size)))
+        return per_batch * batches
 
 
 @dataclasses.dataclass
@@ -147,7 +158,8 @@ class Consumer:
                 backoff = min(backoff * 2, 2.0)
 
     def step(self) -> int:
-        """Read, apply and acknowledge one batch. Returns how many events it applied."""
+        """Read, apply and acknowledge what one read brings (one or more batches, each in
+        its own transaction). Returns how many events it applied."""
         deliveries = self._next_batch()
         if not deliveries:
             return 0
@@ -156,7 +168,7 @@ class Consumer:
     def _next_batch(self) -> list[Delivery]:
         cfg = self.config
         if not self._own_pending_done:
-            pending = self.broker.read_own_pending(cfg.name, cfg.read_count)
+            pending = self.broker.read_own_pending(cfg.name, cfg.fetch_count)
             if pending:
                 return self._without_exhausted(pending)
             self._own_pending_done = True
@@ -166,10 +178,10 @@ class Consumer:
             self.broker.trim()
         if now >= self._next_reclaim:
             self._next_reclaim = now + cfg.reclaim_every_s
-            claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.read_count)
+            claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.fetch_count)
             if claimed:
                 return self._without_exhausted(claimed)
-        return self.broker.read(cfg.name, cfg.read_count, cfg.block_ms)
+        return self.broker.read(cfg.name, cfg.fetch_count, cfg.block_ms)
 
     def _without_exhausted(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Dead-letter the redelivered entries that used up their deliveries."""
@@ -186,11 +198,15 @@ class Consumer:
         return keep
 
     def apply(self, deliveries: list[Delivery]) -> int:
-        """Apply these entries in one transaction, then acknowledge them.
+        """Apply these entries, ``read_count`` of them per transaction, then acknowledge
+        every committed one in a single XACK.
 
         Returns how many events were committed. Entries that do not decode or validate
         are dead-lettered first; an entry PostgreSQL refuses is found by splitting the
         batch and dead-lettered alone, so it never holds back the rest of its batch.
+        Acknowledging after the last commit rather than after each is still after the
+        commit: a crash in between leaves committed entries pending, to be redelivered
+        and counted as duplicates.
         """
         decoded = []
         for delivery in deliveries:
@@ -199,10 +215,26 @@ class Consumer:
                 decoded.append((delivery, items))
         # Count what may be applied a second time where a kill cannot lose it, and
         # before the commit: a consumer killed right after committing has counted it.
-        self.broker.note_redelivered(sum(len(evs) for d, evs in decoded if d.redelivered))
-        return self._apply_decoded(decoded)
+        again = sum(len(evs) for d, evs in decoded if d.redelivered)
+        if again:
+            self.broker.note_redelivered(again)
+        per_batch = self.config.read_count
+        applied = 0
+        committed: list[bytes] = []
+        gave_up = self.stats.gave_up
+        try:
+            for start in range(0, len(decoded), per_batch):
+                applied += self._apply_decoded(decoded[start : start + per_batch], committed)
+                if self.stats.gave_up != gave_up:
+                    break  # the database is away: leave the rest pending for later
+        finally:
+            self.broker.ack(committed)  # what did commit, even if a later batch failed
+        return applied
 
-    def _apply_decoded(self, items: list[tuple[Delivery, list[events.Row]]]) -> int:
+    def _apply_decoded(
+        self, items: list[tuple[Delivery, list[events.Row]]], committed: list[bytes]
+    ) -> int:
+        """One transaction; adds the entries it committed to ``committed``."""
         if not items:
             return 0
         ids = [delivery.entry_id for delivery, _ in items]
@@ -230,7 +262,9 @@ class Consumer:
                 self.stats.rejected += len(evs)
                 return 0
             half = len(items) // 2
-            return self._apply_decoded(items[:half]) + self._apply_decoded(items[half:])
+            return self._apply_decoded(items[:half], committed) + self._apply_decoded(
+                items[half:], committed
+            )
         committed_ns = self._clock_ns()
         self._maybe_crash()
         if self._on_commit is not None:
@@ -249,7 +283,7 @@ class Consumer:
             if delivery.created_ns and evs:
                 micros = (committed_ns - delivery.created_ns) // 1000
                 latency.record(self.stats.histogram, micros, len(evs))
-        self.broker.ack(ids)
+        committed.extend(ids)
         return len(batch)
 
     def _decode(self, delivery: Delivery) -> list[events.Row] | None:

@@ -218,3 +218,67 @@ def test_entries_in_hand_are_touched_before_each_retry() -> None:
     # the valid entries (an empty array is valid) are kept from peers; the dead letter is not
     assert broker.touched == [[b"1-0", b"2-0"], [b"1-0", b"2-0"]]
     assert broker.acked == [b"1-0", b"2-0"]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "entry_size", "prefetch", "fetch"),
+    [(1, 1, 100, 100), (1000, 100, 100, 10), (100, 1, 100, 100), (30, 1, 100, 120), (7, 2, 1, 4)],
+)
+def test_a_read_fetches_whole_batches_and_at_least_the_prefetch(
+    batch_size: int, entry_size: int, prefetch: int, fetch: int
+) -> None:
+    cfg = ConsumerConfig(
+        name="c", batch_size=batch_size, entry_size=entry_size, prefetch_events=prefetch
+    )
+    assert cfg.fetch_count == fetch
+    assert cfg.fetch_count % cfg.read_count == 0
+
+
+class CountingStore(FakeStore):
+    """Gives up (as the retry policy would) on the batch holding event ``fail_on``."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    def apply_batch(
+        self, batch: list[dict[str, Any]], *, shard: int = 0, **kwargs: Any
+    ) -> ApplyResult:
+        give_up = any(e["event_id"] == f"e{self.fail_on}" for e in batch)
+        self.fail = pge.SerializationFailure() if give_up else None
+        return super().apply_batch(batch, shard=shard, **kwargs)
+
+
+def small_batches(store: FakeStore, broker: FakeBroker) -> Consumer:
+    return Consumer(
+        broker,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        ConsumerConfig(name="c1", batch_size=2),
+    )
+
+
+def test_prefetched_entries_are_applied_a_batch_per_transaction_and_acked_once() -> None:
+    broker, store = FakeBroker(), CountingStore()
+    c = small_batches(store, broker)
+    entries = [delivery(f"{i}-0".encode(), orjson.dumps([event(i)])) for i in range(5)]
+    assert c.apply(entries) == 5
+    # batches of two events, each its own transaction…
+    assert [[e["event_id"] for e in b] for b in store.batches] == [
+        ["e0", "e1"],
+        ["e2", "e3"],
+        ["e4"],
+    ]
+    assert c.stats.batches == 3
+    # …and one acknowledgement for all, after the last commit
+    assert broker.log == ["ack"]
+    assert broker.acked == [d.entry_id for d in entries]
+
+
+def test_after_a_batch_is_given_up_the_rest_of_the_read_waits_and_the_committed_are_acked() -> None:
+    broker, store = FakeBroker(), CountingStore(fail_on=2)
+    c = small_batches(store, broker)
+    entries = [delivery(f"{i}-0".encode(), orjson.dumps([event(i)])) for i in range(6)]
+    assert c.apply(entries) == 2
+    assert len(store.batches) == 2  # e4, e5 were not tried against a database that is away
+    assert broker.acked == [b"0-0", b"1-0"]
+    assert c.stats.gave_up == 1
