@@ -14,6 +14,7 @@ All three use the same schema and indexes, and 30% duplicates with ~100-byte pay
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from typing import Any
 
@@ -37,6 +38,8 @@ class Measurement:
     seconds: float
     verified: bool
     detail: str = ""
+    #: which round of the run (``BenchConfig.repeat``) it belongs to
+    round: int = 0
 
     @property
     def events_per_s(self) -> float:
@@ -57,9 +60,16 @@ class BenchConfig:
     duplicate_rate: float = 0.3
     payload_bytes: int = 100
     seed: int = 42
+    #: rounds of (a), (b), (c), (d), one after the other: ratios are taken of the
+    #: medians, so that a burst of load from elsewhere on the machine moves one round
+    repeat: int = 3
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be ≥ 1, got {self.repeat}")
 
     def quick(self) -> BenchConfig:
-        return dataclasses.replace(self, events=20_000, seed_events=2_000)
+        return dataclasses.replace(self, events=20_000, seed_events=2_000, repeat=1)
 
 
 @ray.remote(num_cpus=ACTOR_CPUS)
@@ -214,7 +224,8 @@ def pipeline(
 
 
 def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[Measurement]:
-    """(a), (b), (c), and (d) the pipeline with one event per transaction, in that order.
+    """``cfg.repeat`` rounds of (a), (b), (c), and (d) the pipeline with one event per
+    transaction, in that order, so that the parts of a round are measured close in time.
 
     Each starts on an empty table after a ``CHECKPOINT`` (when the role may run one), so
     that none pays for the dirty buffers the one before it left.
@@ -223,26 +234,46 @@ def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[
     out = []
     with Store(settings.pg_dsn, schema=settings.pg_schema) as store:
         store.create_schema()
-        say(f"(a) store ceiling: {cfg.events:,} events, {cfg.store_workers} actors")
-        out.append(store_ceiling(settings, store, cfg))
-        say(f"(b) the seed's design: {cfg.seed_events:,} events, {cfg.seed_workers} workers")
-        out.append(seed_design(settings, store, cfg))
-        say(f"(c) the pipeline: {cfg.events:,} events, batch {cfg.batch_size}")
-        store.reset()
-        store.checkpoint()
-        out.append(pipeline(settings, cfg)[0])
-        say(f"(d) the pipeline with batch 1: {cfg.seed_events:,} events")
-        store.reset()
-        store.checkpoint()
-        out.append(pipeline(settings, cfg, batch_size=1)[0])
+        for r in range(cfg.repeat):
+            tag = f"round {r + 1}/{cfg.repeat}: " if cfg.repeat > 1 else ""
+            say(f"{tag}(a) store ceiling: {cfg.events:,} events, {cfg.store_workers} actors")
+            out.append(dataclasses.replace(store_ceiling(settings, store, cfg), round=r))
+            say(
+                f"{tag}(b) the seed's design: {cfg.seed_events:,} events, "
+                f"{cfg.seed_workers} workers"
+            )
+            out.append(dataclasses.replace(seed_design(settings, store, cfg), round=r))
+            say(f"{tag}(c) the pipeline: {cfg.events:,} events, batch {cfg.batch_size}")
+            store.reset()
+            store.checkpoint()
+            out.append(dataclasses.replace(pipeline(settings, cfg)[0], round=r))
+            say(f"{tag}(d) the pipeline with batch 1: {cfg.seed_events:,} events")
+            store.reset()
+            store.checkpoint()
+            out.append(dataclasses.replace(pipeline(settings, cfg, batch_size=1)[0], round=r))
     return out
 
 
+RATIOS = (("c", "a"), ("c", "b"), ("d", "b"))
+
+
+def medians(measurements: list[Measurement]) -> dict[str, float]:
+    """Each part's median events/s over the rounds."""
+    rates: dict[str, list[float]] = {}
+    for m in measurements:
+        rates.setdefault(m.key, []).append(m.events_per_s)
+    return {key: statistics.median(values) for key, values in rates.items()}
+
+
 def ratios(measurements: list[Measurement]) -> dict[str, float]:
-    """c/a (the pipeline against the database alone), c/b and d/b (against the seed)."""
-    rate = {m.key: m.events_per_s for m in measurements}
+    """c/a (the pipeline against the database alone), c/b and d/b (against the seed),
+    of the parts' medians over the rounds."""
+    rate = medians(measurements)
     nan = float("nan")
-    return {
-        f"{x}/{y}": rate[x] / rate[y] if x in rate and y in rate else nan
-        for x, y in (("c", "a"), ("c", "b"), ("d", "b"))
-    }
+    return {f"{x}/{y}": rate[x] / rate[y] if x in rate and y in rate else nan for x, y in RATIOS}
+
+
+def round_ratios(measurements: list[Measurement]) -> list[dict[str, float]]:
+    """:func:`ratios` within each round."""
+    rounds = sorted({m.round for m in measurements})
+    return [ratios([m for m in measurements if m.round == r]) for r in rounds]

@@ -115,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="store ceiling vs the seed's design vs the pipeline, in one run"
     )
     bench.add_argument("--events", type=int, help="events for (a) and (c) (400,000)")
-    bench.add_argument("--quick", action="store_true", help="a small run (20,000 events)")
+    bench.add_argument(
+        "--quick", action="store_true", help="a small run (20,000 events, one round)"
+    )
+    bench.add_argument(
+        "--repeat", type=int, help="rounds of all four parts; ratios of the medians (3)"
+    )
     bench.add_argument("--out", help="results folder (default: results/)")
     bench.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
     _connection_flags(bench)
@@ -238,6 +243,11 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         cfg = cfg.quick()
     if args.events:
         cfg = dataclasses.replace(cfg, events=args.events)
+    if args.repeat is not None:
+        try:
+            cfg = dataclasses.replace(cfg, repeat=args.repeat)
+        except ValueError as exc:
+            raise UsageError(f"--repeat: {exc}") from None
     settings, versions = _services(args, _settings(args), console)
     run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = settings.results_dir / "bench" / run_id
@@ -255,7 +265,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         table.add_column(column, justify="left" if column in ("", "detail") else "right")
     for m in measured:
         table.add_row(
-            f"({m.key}) {m.name}",
+            f"({m.key}) {m.name}" + (f", round {m.round + 1}" if cfg.repeat > 1 else ""),
             f"{m.events:,}",
             f"{m.seconds:.2f}",
             f"{m.events_per_s:,.0f}",
@@ -264,6 +274,13 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(table)
     ratio = bench.ratios(measured)
+    per_round = bench.round_ratios(measured)
+    if cfg.repeat > 1:
+        for r, values in enumerate(per_round, 1):
+            console.print(f"round {r}: " + "  ".join(f"{k} = {v:,.2f}" for k, v in values.items()))
+        rates = bench.medians(measured)
+        console.print("medians: " + "  ".join(f"({k}) {v:,.0f} events/s" for k, v in rates.items()))
+        console.print("of the medians: ", end="")
     console.print("  ".join(f"{k} = {v:,.2f}" for k, v in ratio.items()))
     out.mkdir(parents=True)
     (out / "bench.json").write_text(
@@ -277,6 +294,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
                     {**dataclasses.asdict(m), "events_per_s": m.events_per_s} for m in measured
                 ],
                 "ratios": ratio,
+                "medians": bench.medians(measured),
+                "round_ratios": per_round,
                 "servers": versions,
                 "ray": ray_facts,
                 "environment": environment.describe(),

@@ -237,6 +237,8 @@ def test_bench_runs_all_four_and_verifies_them(settings: Settings, tmp_path: Pat
         "--quick",
         "--events",
         "5000",
+        "--repeat",
+        "2",
         "--out",
         str(tmp_path),
         "--run-id",
@@ -244,11 +246,16 @@ def test_bench_runs_all_four_and_verifies_them(settings: Settings, tmp_path: Pat
         env=_env(settings),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "round 2:" in proc.stdout and "of the medians" in proc.stdout
     result = json.loads((tmp_path / "bench" / "b" / "bench.json").read_text())
-    measured = {m["key"]: m for m in result["measurements"]}
-    assert sorted(measured) == ["a", "b", "c", "d"]
-    assert all(m["verified"] and m["events_per_s"] > 0 for m in measured.values())
-    assert (measured["a"]["events"], measured["b"]["events"]) == (5000, 2000)
-    expected = measured["c"]["events_per_s"] / measured["a"]["events_per_s"]
-    assert result["ratios"]["c/a"] == pytest.approx(expected)
+    rounds = [[m for m in result["measurements"] if m["round"] == r] for r in (0, 1)]
+    for measured_in_round in rounds:
+        measured = {m["key"]: m for m in measured_in_round}
+        assert sorted(measured) == ["a", "b", "c", "d"]
+        assert all(m["verified"] and m["events_per_s"] > 0 for m in measured.values())
+        assert (measured["a"]["events"], measured["b"]["events"]) == (5000, 2000)
+    c = [m["events_per_s"] for m in result["measurements"] if m["key"] == "c"]
+    a = [m["events_per_s"] for m in result["measurements"] if m["key"] == "a"]
+    assert result["ratios"]["c/a"] == pytest.approx((sum(c) / 2) / (sum(a) / 2))
+    assert len(result["round_ratios"]) == 2
     assert result["environment"]["cpu_count"] and result["servers"]["postgresql"]

@@ -1,0 +1,49 @@
+"""The bench's arithmetic: medians over rounds, and ratios of the medians."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.bench import BenchConfig, Measurement, medians, ratios, round_ratios
+
+
+def m(key: str, rate: float, r: int) -> Measurement:
+    return Measurement(key, key, events=int(rate), seconds=1.0, verified=True, round=r)
+
+
+ROUNDS = [
+    # (a), (b), (c), (d) per round; round 2 is a burst of load elsewhere on the machine
+    [m("a", 70_000, 0), m("b", 1_000, 0), m("c", 60_000, 0), m("d", 2_000, 0)],
+    [m("a", 100_000, 1), m("b", 900, 1), m("c", 50_000, 1), m("d", 2_500, 1)],
+    [m("a", 72_000, 2), m("b", 1_050, 2), m("c", 61_000, 2), m("d", 1_800, 2)],
+]
+ALL = [x for round_ in ROUNDS for x in round_]
+
+
+def test_medians_are_per_part_over_the_rounds() -> None:
+    assert medians(ALL) == {"a": 72_000, "b": 1_000, "c": 60_000, "d": 2_000}
+
+
+def test_ratios_are_of_the_medians() -> None:
+    assert ratios(ALL) == pytest.approx({"c/a": 60_000 / 72_000, "c/b": 60.0, "d/b": 2.0})
+
+
+def test_round_ratios_are_within_each_round() -> None:
+    per_round = round_ratios(ALL)
+    assert len(per_round) == 3
+    assert per_round[1]["c/a"] == pytest.approx(0.5)
+    assert per_round[0] == ratios(ROUNDS[0])
+
+
+def test_a_missing_part_gives_nan_not_an_error() -> None:
+    got = ratios([m("a", 1.0, 0), m("c", 1.0, 0)])
+    assert got["c/a"] == 1.0 and math.isnan(got["c/b"]) and math.isnan(got["d/b"])
+
+
+def test_repeat_must_be_positive_and_quick_is_one_round() -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        BenchConfig(repeat=0)
+    assert BenchConfig().repeat == 3
+    assert BenchConfig().quick().repeat == 1
