@@ -63,13 +63,17 @@ class BenchConfig:
     #: rounds of (a), (b), (c), (d), one after the other: ratios are taken of the
     #: medians, so that a burst of load from elsewhere on the machine moves one round
     repeat: int = 3
+    #: run (a) and (c) once, at a quarter of the size, before the rounds, and discard
+    #: them: the first pipeline trial of a run pays for Redis and the actors growing
+    #: their memory, and comes out slower than the ones after it
+    warmup: bool = True
 
     def __post_init__(self) -> None:
         if self.repeat < 1:
             raise ValueError(f"repeat must be ≥ 1, got {self.repeat}")
 
     def quick(self) -> BenchConfig:
-        return dataclasses.replace(self, events=20_000, seed_events=2_000, repeat=1)
+        return dataclasses.replace(self, events=20_000, seed_events=2_000, repeat=1, warmup=False)
 
 
 @ray.remote(num_cpus=ACTOR_CPUS)
@@ -234,6 +238,12 @@ def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[
     out = []
     with Store(settings.pg_dsn, schema=settings.pg_schema) as store:
         store.create_schema()
+        if cfg.warmup:
+            small = dataclasses.replace(cfg, events=max(cfg.events // 4, 1_000))
+            say(f"warm-up: (a) and (c) with {small.events:,} events, not counted")
+            store_ceiling(settings, store, small)
+            store.reset()
+            pipeline(settings, small)
         for r in range(cfg.repeat):
             tag = f"round {r + 1}/{cfg.repeat}: " if cfg.repeat > 1 else ""
             say(f"{tag}(a) store ceiling: {cfg.events:,} events, {cfg.store_workers} actors")

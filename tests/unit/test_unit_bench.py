@@ -47,3 +47,4 @@ def test_repeat_must_be_positive_and_quick_is_one_round() -> None:
         BenchConfig(repeat=0)
     assert BenchConfig().repeat == 3
     assert BenchConfig().quick().repeat == 1
+    assert BenchConfig().warmup and not BenchConfig().quick().warmup
