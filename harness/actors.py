@@ -52,7 +52,8 @@ class _Runner:
         self.error = None
         # Everything alive now (Ray, the libraries, the connections) lives as long as
         # the actor: out of the collector's sight, so that the loop's full collections
-        # do not walk it again and again.
+        # do not walk it again and again. Collect first, so no garbage is frozen with it.
+        gc.collect()
         gc.freeze()
 
         def guarded() -> None:

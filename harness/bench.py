@@ -112,6 +112,13 @@ class BenchWorker:
         self.store.close()
 
 
+def _clean_slate(store: Store) -> None:
+    """An empty table, and a ``CHECKPOINT`` (when the role may run one): no part pays for
+    the dirty buffers the one before it left."""
+    store.reset()
+    store.checkpoint()
+
+
 def _workers(settings: Settings, n: int) -> list[Any]:
     worker: Any = BenchWorker  # Ray's decorator hides .options() from mypy
     return [worker.options(scheduling_strategy="SPREAD").remote(settings) for _ in range(n)]
@@ -149,8 +156,7 @@ def _direct(
         payload_bytes=cfg.payload_bytes,
         seed=cfg.seed,
     )
-    store.reset()
-    store.checkpoint()
+    _clean_slate(store)
     actors = _workers(settings, workers)
     plans = PublishPlan.split(workload, workers)
     ray.get(
@@ -242,7 +248,7 @@ def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[
             small = dataclasses.replace(cfg, events=max(cfg.events // 4, 1_000))
             say(f"warm-up: (a) and (c) with {small.events:,} events, not counted")
             store_ceiling(settings, store, small)
-            store.reset()
+            _clean_slate(store)
             pipeline(settings, small)
         for r in range(cfg.repeat):
             tag = f"round {r + 1}/{cfg.repeat}: " if cfg.repeat > 1 else ""
@@ -254,12 +260,10 @@ def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[
             )
             out.append(dataclasses.replace(seed_design(settings, store, cfg), round=r))
             say(f"{tag}(c) the pipeline: {cfg.events:,} events, batch {cfg.batch_size}")
-            store.reset()
-            store.checkpoint()
+            _clean_slate(store)
             out.append(dataclasses.replace(pipeline(settings, cfg)[0], round=r))
             say(f"{tag}(d) the pipeline with batch 1: {cfg.seed_events:,} events")
-            store.reset()
-            store.checkpoint()
+            _clean_slate(store)
             out.append(dataclasses.replace(pipeline(settings, cfg, batch_size=1)[0], round=r))
     return out
 

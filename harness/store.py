@@ -125,35 +125,18 @@ class Prepared:
         return len(self.rows)
 
     @functools.cached_property
-    def columns(self) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
-        """The rows sorted by (topic, event_id), as five parallel lists."""
+    def columns(self) -> dict[str, list[str]]:
+        """The rows sorted by (topic, event_id), as five parallel lists named as the
+        array statement's parameters (``topics``, ``event_ids``, ``timestamps``,
+        ``sources``, ``payloads``)."""
         ordered = sorted(self.rows, key=_KEY)
-        if not ordered:
-            return [], [], [], [], []
-        topics, event_ids, timestamps, sources, payloads = map(list, zip(*ordered, strict=True))
-        return topics, event_ids, timestamps, sources, payloads
-
-    @property
-    def topics(self) -> list[str]:
-        return self.columns[0]
-
-    @property
-    def event_ids(self) -> list[str]:
-        return self.columns[1]
-
-    @property
-    def timestamps(self) -> list[str]:
-        return self.columns[2]
-
-    @property
-    def sources(self) -> list[str]:
-        return self.columns[3]
-
-    @property
-    def payloads(self) -> list[str]:
-        return self.columns[4]
+        lists: list[list[str]] = [list(c) for c in zip(*ordered, strict=True)] or [
+            [] for _ in COLUMNS
+        ]
+        return dict(zip(COLUMNS, lists, strict=True))
 
 
+COLUMNS = ("topics", "event_ids", "timestamps", "sources", "payloads")
 _KEY = operator.itemgetter(0, 1)
 
 
@@ -225,11 +208,6 @@ class Verification:
     distinct_keys: int
     lost: int
     unexpected: int
-
-
-def _columns(batch: Prepared) -> dict[str, list[str]]:
-    names = ("topics", "event_ids", "timestamps", "sources", "payloads")
-    return dict(zip(names, batch.columns, strict=True))
 
 
 def _retry_label(exc: psycopg.OperationalError) -> str | None:
@@ -502,7 +480,7 @@ class Store:
                 self._committing = True  # leaving the block sends COMMIT
         else:
             self._committing = True  # from here, a broken connection leaves it unknown
-            row = self._run("apply_unnest", {**params, **_columns(batch)}).fetchone()
+            row = self._run("apply_unnest", {**params, **batch.columns}).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -532,7 +510,7 @@ class Store:
     def _insert_unnest(self, batch: Prepared) -> int:
         cur = self.conn.cursor()
         (insert,) = self._q["insert_events"]
-        cur.execute(insert, _columns(batch))
+        cur.execute(insert, batch.columns)
         return cur.rowcount
 
     def _count_rmw(self, received: int, unique: int) -> None:

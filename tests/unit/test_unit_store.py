@@ -11,7 +11,7 @@ import psycopg.errors as pge
 import pytest
 
 from harness.retry import RetryPolicy
-from harness.store import Isolation, Prepared, Store, _retry_label, prepare
+from harness.store import COLUMNS, Isolation, Prepared, Store, _retry_label, prepare
 
 from .conftest import NetworkBlocked
 
@@ -43,19 +43,19 @@ def test_prepare_keeps_the_first_copy_sorts_and_counts_everything() -> None:
     prepared = prepare(batch)
     assert prepared.received == len(batch)
     assert prepared.distinct == 3
-    assert list(zip(prepared.topics, prepared.event_ids, strict=True)) == [
+    assert list(zip(prepared.columns["topics"], prepared.columns["event_ids"], strict=True)) == [
         ("a", "1"),
         ("a", "9"),
         ("b", "2"),
     ]
-    assert prepared.sources == ["first-a1", "first-a9", "first-b2"]
-    assert [orjson.loads(p) for p in prepared.payloads] == [{}, {}, {"v": 1}]
+    assert prepared.columns["sources"] == ["first-a1", "first-a9", "first-b2"]
+    assert [orjson.loads(p) for p in prepared.columns["payloads"]] == [{}, {}, {"v": 1}]
 
 
 def test_prepare_keeps_the_same_event_id_on_different_topics() -> None:
     prepared = prepare([ev("x", "same"), ev("y", "same"), ev("x", "same")])
     assert prepared.received == 3
-    assert list(zip(prepared.topics, prepared.event_ids, strict=True)) == [
+    assert list(zip(prepared.columns["topics"], prepared.columns["event_ids"], strict=True)) == [
         ("x", "same"),
         ("y", "same"),
     ]
@@ -64,23 +64,27 @@ def test_prepare_keeps_the_same_event_id_on_different_topics() -> None:
 def test_prepare_sorts_by_topic_then_event_id() -> None:
     keys = [("t2", "a"), ("t1", "z"), ("t1", "b"), ("t10", "a"), ("t2", "0")]
     prepared = prepare([ev(t, e) for t, e in keys])
-    assert list(zip(prepared.topics, prepared.event_ids, strict=True)) == sorted(keys)
+    assert list(
+        zip(prepared.columns["topics"], prepared.columns["event_ids"], strict=True)
+    ) == sorted(keys)
 
 
 def test_prepare_columns_line_up() -> None:
     batch = [ev(f"t{i % 3}", f"e{i}", timestamp=f"2025-12-17T00:00:0{i}Z") for i in range(8)]
     prepared = prepare(reversed(batch))
     by_key = {(e["topic"], e["event_id"]): e for e in batch}
-    for i, key in enumerate(zip(prepared.topics, prepared.event_ids, strict=True)):
-        assert prepared.timestamps[i] == by_key[key]["timestamp"]
+    for i, key in enumerate(
+        zip(prepared.columns["topics"], prepared.columns["event_ids"], strict=True)
+    ):
+        assert prepared.columns["timestamps"][i] == by_key[key]["timestamp"]
     lengths = {
         len(col)
         for col in (
-            prepared.topics,
-            prepared.event_ids,
-            prepared.timestamps,
-            prepared.sources,
-            prepared.payloads,
+            prepared.columns["topics"],
+            prepared.columns["event_ids"],
+            prepared.columns["timestamps"],
+            prepared.columns["sources"],
+            prepared.columns["payloads"],
         )
     }
     assert lengths == {8}
@@ -88,13 +92,13 @@ def test_prepare_columns_line_up() -> None:
 
 def test_prepare_defaults_source_and_payload() -> None:
     prepared = prepare([{"topic": "t", "event_id": "e", "timestamp": "2025-12-17T00:00:00Z"}])
-    assert prepared.sources == [""]
-    assert prepared.payloads == ["{}"]
+    assert prepared.columns["sources"] == [""]
+    assert prepared.columns["payloads"] == ["{}"]
 
 
 def test_prepare_of_an_empty_batch() -> None:
     assert prepare([]) == Prepared(0, [])
-    assert prepare([]).columns == ([], [], [], [], [])
+    assert prepare([]).columns == {key: [] for key in COLUMNS}
 
 
 # -- isolation ------------------------------------------------------------------------
