@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import ray
 
+from harness import cpu as cpu_mod
 from harness.actors import ACTOR_CPUS
 from harness.config import Settings
 from harness.experiment import Trial, TrialParams
@@ -40,10 +42,20 @@ class Measurement:
     detail: str = ""
     #: which round of the run (``BenchConfig.repeat``) it belongs to
     round: int = 0
+    #: wall clock (ns since the epoch) of the timed span's start and end
+    started_ns: int = 0
+    ended_ns: int = 0
+    #: CPU seconds each part of the system used in the timed span (see harness.cpu)
+    cpu: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_us(self) -> dict[str, float]:
+        """:attr:`cpu` as microseconds of CPU per event."""
+        return cpu_mod.per_event_us(self.cpu, self.events)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,10 +64,12 @@ class BenchConfig:
     events: int = 400_000
     seed_events: int = 20_000
     batch_size: int = 1000
-    entry_size: int = 100
+    #: (c) at its best settings: an entry per batch, so that a consumer's read brings one
+    #: batch, and one publisher, which keeps ahead of four consumers on its own
+    entry_size: int = 1000
     store_workers: int = 4
     seed_workers: int = 4
-    publishers: int = 2
+    publishers: int = 1
     consumers: int = 4
     duplicate_rate: float = 0.3
     payload_bytes: int = 100
@@ -124,8 +138,9 @@ def _workers(settings: Settings, n: int) -> list[Any]:
     return [worker.options(scheduling_strategy="SPREAD").remote(settings) for _ in range(n)]
 
 
-def _span(stamps: list[tuple[int, int]]) -> float:
-    return (max(end for _, end in stamps) - min(start for start, _ in stamps)) / 1e9
+def _span(stamps: list[tuple[int, int]]) -> tuple[int, int]:
+    """From the first start to the last end (wall clock ns)."""
+    return min(start for start, _ in stamps), max(end for _, end in stamps)
 
 
 def _check(store: Store, generator: Generator) -> tuple[bool, str]:
@@ -145,10 +160,10 @@ def _check(store: Store, generator: Generator) -> tuple[bool, str]:
 
 def _direct(
     settings: Settings, store: Store, cfg: BenchConfig, *, events: int, workers: int, batch: int
-) -> tuple[float, tuple[bool, str]]:
+) -> tuple[tuple[int, int], tuple[bool, str]]:
     """Actors apply a workload straight to the store: ``batch`` events per transaction
     (prepared before the clock runs), or, with batch 0, the seed's one-by-one design.
-    Returns the seconds from the first start to the last finish, and the check."""
+    Returns the span from the first start to the last finish, and the check."""
     workload = Workload(
         events=events,
         duplicate_rate=cfg.duplicate_rate,
@@ -183,18 +198,27 @@ def _direct(
 
 def store_ceiling(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
     """(a): the database alone, fed prepared batches by several actors at once."""
-    seconds, (ok, detail) = _direct(
+    span, (ok, detail) = _direct(
         settings, store, cfg, events=cfg.events, workers=cfg.store_workers, batch=cfg.batch_size
     )
-    return Measurement("a", "store ceiling", cfg.events, seconds, ok, detail)
+    return _timed("a", "store ceiling", cfg.events, span, ok, detail)
 
 
 def seed_design(settings: Settings, store: Store, cfg: BenchConfig) -> Measurement:
     """(b): one transaction per event, three statements, as the seed report's aggregator."""
-    seconds, (ok, detail) = _direct(
+    span, (ok, detail) = _direct(
         settings, store, cfg, events=cfg.seed_events, workers=cfg.seed_workers, batch=0
     )
-    return Measurement("b", "the seed's design", cfg.seed_events, seconds, ok, detail)
+    return _timed("b", "the seed's design", cfg.seed_events, span, ok, detail)
+
+
+def _timed(
+    key: str, name: str, events: int, span: tuple[int, int], ok: bool, detail: str
+) -> Measurement:
+    start, end = span
+    return Measurement(
+        key, name, events, (end - start) / 1e9, ok, detail, started_ns=start, ended_ns=end
+    )
 
 
 def pipeline(
@@ -227,7 +251,14 @@ def pipeline(
     )
     return (
         Measurement(
-            key, name, result.events_published, result.duration_s, result.invariant_ok, detail
+            key,
+            name,
+            result.events_published,
+            result.duration_s,
+            result.invariant_ok,
+            detail,
+            started_ns=result.started_ns,
+            ended_ns=result.ended_ns,
         ),
         result,
     )
@@ -241,8 +272,11 @@ def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[
     that none pays for the dirty buffers the one before it left.
     """
     say = progress or (lambda _message: None)
-    out = []
-    with Store(settings.pg_dsn, schema=settings.pg_schema) as store:
+    out: list[Measurement] = []
+    with (
+        cpu_mod.CpuSampler() as sampler,
+        Store(settings.pg_dsn, schema=settings.pg_schema) as store,
+    ):
         store.create_schema()
         if cfg.warmup:
             small = dataclasses.replace(cfg, events=max(cfg.events // 4, 1_000))
@@ -265,10 +299,27 @@ def run_all(settings: Settings, cfg: BenchConfig, progress: Any = None) -> list[
             say(f"{tag}(d) the pipeline with batch 1: {cfg.seed_events:,} events")
             _clean_slate(store)
             out.append(dataclasses.replace(pipeline(settings, cfg, batch_size=1)[0], round=r))
-    return out
+    return [
+        dataclasses.replace(m, cpu=sampler.window(m.started_ns, m.ended_ns))
+        if m.ended_ns > m.started_ns
+        else m
+        for m in out
+    ]
 
 
 RATIOS = (("c", "a"), ("c", "b"), ("d", "b"))
+
+
+def cpu_medians(measurements: list[Measurement]) -> dict[str, dict[str, float]]:
+    """Each part's median CPU µs per event over the rounds, by part of the system."""
+    by_part: dict[str, dict[str, list[float]]] = {}
+    for m in measurements:
+        for role, us in m.cpu_us.items():
+            by_part.setdefault(m.key, {}).setdefault(role, []).append(us)
+    return {
+        key: {role: statistics.median(values) for role, values in roles.items()}
+        for key, roles in by_part.items()
+    }
 
 
 def medians(measurements: list[Measurement]) -> dict[str, float]:

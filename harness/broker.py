@@ -97,7 +97,9 @@ class Broker(Protocol):
     def publish(
         self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
     ) -> int: ...
-    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]: ...
+    def read(
+        self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
+    ) -> list[Delivery]: ...
     def read_own_pending(self, consumer: str, count: int) -> list[Delivery]: ...
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]: ...
     def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None: ...
@@ -169,11 +171,25 @@ class StreamBroker:
 
     # -- consuming --------------------------------------------------------------------
 
-    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        """New entries for ``consumer``; waits up to ``block_ms`` when there are none."""
-        reply = self.client.xreadgroup(
+    def read(
+        self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
+    ) -> list[Delivery]:
+        """New entries for ``consumer``; waits up to ``block_ms`` when there are none.
+
+        ``ack``: entries to acknowledge first, in the same round trip (Redis runs the XACK
+        before the read, so they are acknowledged even while the read waits).
+        """
+        if not ack:
+            reply = self.client.xreadgroup(
+                self.keys.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+            )
+            return self._deliveries(reply, redelivered=False)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xack(self.keys.stream, self.keys.group, *ack)
+        pipe.xreadgroup(
             self.keys.group, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
         )
+        _, reply = pipe.execute()
         return self._deliveries(reply, redelivered=False)
 
     def read_own_pending(self, consumer: str, count: int) -> list[Delivery]:

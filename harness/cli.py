@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--repeat", type=int, help="rounds of all four parts; ratios of the medians (3)"
+    )
+    bench.add_argument(
+        "--stages",
+        action="store_true",
+        help="instead: the CPU per event of each step of the pipeline, in one process "
+        "(200,000 events, best of --repeat passes)",
     )
     bench.add_argument("--out", help="results folder (default: results/)")
     bench.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
@@ -238,6 +245,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 
     from harness import bench, cluster, results
 
+    if args.stages:
+        return _stages(args, console)
     cfg = bench.BenchConfig()
     if args.quick:
         cfg = cfg.quick()
@@ -282,6 +291,9 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         console.print("medians: " + "  ".join(f"({k}) {v:,.0f} events/s" for k, v in rates.items()))
         console.print("of the medians: ", end="")
     console.print("  ".join(f"{k} = {v:,.2f}" for k, v in ratio.items()))
+    cpu = bench.cpu_medians(measured)
+    if cpu:
+        console.print(_cpu_table(cpu, rounds=cfg.repeat))
     out.mkdir(parents=True)
     (out / "bench.json").write_text(
         json.dumps(
@@ -296,6 +308,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
                 "ratios": ratio,
                 "medians": bench.medians(measured),
                 "round_ratios": per_round,
+                "cpu_us_per_event": cpu,
                 "servers": versions,
                 "ray": ray_facts,
                 "environment": environment.describe(),
@@ -306,6 +319,85 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(f"results: {out}/bench.json")
     return EXIT_OK if all(m.verified for m in measured) else EXIT_FAILED_TRIAL
+
+
+def _stages(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from harness import results, stages
+
+    cfg = stages.StagesConfig()
+    if args.quick:
+        cfg = dataclasses.replace(cfg, events=20_000, repeat=1)
+    try:
+        cfg = dataclasses.replace(
+            cfg,
+            events=args.events or cfg.events,
+            repeat=cfg.repeat if args.repeat is None else args.repeat,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    settings, versions = _services(args, _settings(args), console)
+    run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = settings.results_dir / "stages" / run_id
+    if out.exists():
+        raise UsageError(f"{out} exists already; choose another --run-id")
+    started = results.now_iso()
+    steps = stages.run(settings, cfg, progress=console.print)
+    table = Table(
+        title=f"the pipeline's steps, one process, {cfg.events:,} events "
+        f"(batch {cfg.batch_size}, {cfg.entry_size} events per entry; best of {cfg.repeat})"
+    )
+    for column in ("step", "CPU µs/event", "wall µs/event"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for t in steps:
+        table.add_row(t.step, f"{t.cpu_us:.2f}", f"{t.wall_us:.2f}")
+    publisher = sum(t.cpu_us for t in steps if t.step in stages.PUBLISHER_STEPS)
+    consumer = sum(t.cpu_us for t in steps if t.step not in stages.PUBLISHER_STEPS)
+    table.add_row("publisher, in all", f"{publisher:.2f}", "", style="bold")
+    table.add_row("consumer, in all", f"{consumer:.2f}", "", style="bold")
+    console.print(table)
+    out.mkdir(parents=True)
+    (out / "stages.json").write_text(
+        json.dumps(
+            {
+                "started": started,
+                "finished": results.now_iso(),
+                "config": dataclasses.asdict(cfg),
+                "steps": [
+                    {**dataclasses.asdict(t), "cpu_us": t.cpu_us, "wall_us": t.wall_us}
+                    for t in steps
+                ],
+                "servers": versions,
+                "environment": environment.describe(),
+                "argv": sys.argv,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"results: {out}/stages.json")
+    return EXIT_OK
+
+
+def _cpu_table(cpu: dict[str, dict[str, float]], *, rounds: int) -> Any:
+    """Where each part's CPU went, in µs per event, by part of the system."""
+    from rich.table import Table
+
+    from harness.cpu import MACHINE, ROLES
+
+    parts = sorted(cpu)
+    title = "CPU µs per event" + (f" (medians of {rounds} rounds)" if rounds > 1 else "")
+    table = Table(title=title)
+    table.add_column("")
+    for key in parts:
+        table.add_column(f"({key})", justify="right")
+    for role in (*ROLES, *MACHINE):
+        values = [cpu[key].get(role, 0.0) for key in parts]
+        if role in MACHINE or any(v >= 0.05 for v in values):
+            table.add_row(role, *(f"{v:,.1f}" for v in values))
+    return table
 
 
 def _dlq(args: argparse.Namespace, console: Console) -> int:

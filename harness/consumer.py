@@ -9,6 +9,7 @@ counted duplicate. Nothing is lost, nothing is stored twice.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import threading
@@ -130,6 +131,8 @@ class Consumer:
         self._own_pending_done = False
         self._next_reclaim = 0.0
         self._next_trim = 0.0
+        #: committed entries whose XACK goes out with the next read (see :meth:`step`)
+        self._acks: list[bytes] = []
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; finishes the batch in hand first.
@@ -156,32 +159,55 @@ class Consumer:
                 self.store.close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            self._flush_acks()  # else they stay pending, and are applied again later
 
     def step(self) -> int:
-        """Read, apply and acknowledge what one read brings (one or more batches, each in
-        its own transaction). Returns how many events it applied."""
+        """Read and apply what one read brings (one or more batches, each in its own
+        transaction). Returns how many events it applied.
+
+        What it commits is acknowledged by the next step, in the same round trip as that
+        step's read: still after the commit, and one wait on Redis fewer per read. Stop
+        with :meth:`run` (or call :meth:`_flush_acks`) to send the last acknowledgement.
+        """
         deliveries = self._next_batch()
         if not deliveries:
             return 0
-        return self.apply(deliveries)
+        return self._apply(deliveries)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        try:
+            self.broker.ack(acks)
+        except BaseException:
+            self._acks = acks + self._acks
+            raise
 
     def _next_batch(self) -> list[Delivery]:
         cfg = self.config
+        now = self._monotonic()
+        reclaiming = now >= self._next_reclaim
+        if self._acks and (reclaiming or not self._own_pending_done):
+            self._flush_acks()  # pending entries are read next: not the committed ones
         if not self._own_pending_done:
             pending = self.broker.read_own_pending(cfg.name, cfg.fetch_count)
             if pending:
                 return self._without_exhausted(pending)
             self._own_pending_done = True
-        now = self._monotonic()
         if now >= self._next_trim:
             self._next_trim = now + cfg.trim_every_s
             self.broker.trim()
-        if now >= self._next_reclaim:
+        if reclaiming:
             self._next_reclaim = now + cfg.reclaim_every_s
             claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.fetch_count)
             if claimed:
                 return self._without_exhausted(claimed)
-        return self.broker.read(cfg.name, cfg.fetch_count, cfg.block_ms)
+        acks, self._acks = self._acks, []
+        try:
+            return self.broker.read(cfg.name, cfg.fetch_count, cfg.block_ms, ack=acks)
+        except BaseException:
+            self._acks = acks + self._acks
+            raise
 
     def _without_exhausted(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Dead-letter the redelivered entries that used up their deliveries."""
@@ -208,6 +234,13 @@ class Consumer:
         commit: a crash in between leaves committed entries pending, to be redelivered
         and counted as duplicates.
         """
+        try:
+            return self._apply(deliveries)
+        finally:
+            self._flush_acks()  # what did commit, even if a later batch failed
+
+    def _apply(self, deliveries: list[Delivery]) -> int:
+        """:meth:`apply`, leaving the acknowledgements in ``self._acks``."""
         decoded = []
         for delivery in deliveries:
             items = self._decode(delivery)
@@ -220,15 +253,12 @@ class Consumer:
             self.broker.note_redelivered(again)
         per_batch = self.config.read_count
         applied = 0
-        committed: list[bytes] = []
         gave_up = self.stats.gave_up
-        try:
-            for start in range(0, len(decoded), per_batch):
-                applied += self._apply_decoded(decoded[start : start + per_batch], committed)
-                if self.stats.gave_up != gave_up:
-                    break  # the database is away: leave the rest pending for later
-        finally:
-            self.broker.ack(committed)  # what did commit, even if a later batch failed
+        for start in range(0, len(decoded), per_batch):
+            # what commits joins self._acks at once: a later batch's failure keeps it
+            applied += self._apply_decoded(decoded[start : start + per_batch], self._acks)
+            if self.stats.gave_up != gave_up:
+                break  # the database is away: leave the rest pending for later
         return applied
 
     def _apply_decoded(

@@ -42,7 +42,9 @@ class ListBroker:
             self.client.rpush(self.keys.queue, *(stamp + _SEPARATOR + p for p, _ in entries))
         return len(entries)
 
-    def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+    def read(
+        self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
+    ) -> list[Delivery]:
         first = self.client.blpop([self.keys.queue], timeout=max(block_ms, 1) / 1000)
         if not first:
             return []

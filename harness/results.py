@@ -34,6 +34,10 @@ class TrialResult:
     redelivered: int
     rejected: int
     duration_s: float
+    #: wall clock (ns since the epoch) of the first publish and the last commit, the span
+    #: ``duration_s`` measures; 0 when unknown. Not written to trials.csv.
+    started_ns: int = 0
+    ended_ns: int = 0
     #: time to empty the table, zero the counters and recreate the stream and group
     reset_s: float
     latency_p50_ms: float

@@ -110,8 +110,10 @@ class Counters:
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """A batch ready to insert: how many events it had, and one row per distinct key (the
-    batch's first copy of it), in no particular order.
+    """A batch ready to insert: how many events it had, and its rows in no particular
+    order: one per distinct key (the batch's first copy of it) from :func:`prepare_rows`,
+    or, for a batch that goes by COPY, all of them in arrival order (the statement keeps
+    the first copy of a key itself).
 
     The COPY path's statement sorts the rows by key itself, in SQL; the array path takes
     :attr:`columns`, sorted here. Either way keys are locked in one global order.
@@ -122,6 +124,7 @@ class Prepared:
 
     @property
     def distinct(self) -> int:
+        """Rows to insert: the distinct keys, after :func:`prepare_rows`."""
         return len(self.rows)
 
     @functools.cached_property
@@ -366,8 +369,25 @@ class Store:
         shard: int = 0,
         before_retry: Callable[[], None] | None = None,
     ) -> ApplyResult:
-        """:meth:`apply_batch` for events already validated into rows (the consumers')."""
-        return self.apply_prepared(prepare_rows(rows), shard=shard, before_retry=before_retry)
+        """:meth:`apply_batch` for events already validated into rows (the consumers').
+
+        A batch that goes by COPY is not de-duplicated here: its statement keeps the
+        first copy of each key itself, which costs PostgreSQL next to nothing and saves
+        the consumer a Python step per event.
+        """
+        return self.apply_prepared(self.prepare_batch(rows), shard=shard, before_retry=before_retry)
+
+    def prepare_batch(self, rows: Iterable[Row]) -> Prepared:
+        """The batch as :meth:`apply_rows` applies it: as it is for COPY, whose statement
+        keeps the first copy of a key; through :func:`prepare_rows` for the others."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        return Prepared(len(rows), rows) if self._copies(len(rows)) else prepare_rows(rows)
+
+    def _copies(self, rows: int) -> bool:
+        """Whether a batch of this many rows goes by COPY (the others go as arrays)."""
+        return (
+            self.insert == "copy" and rows >= COPY_FROM and self.counter is not CounterStrategy.RMW
+        )
 
     def apply_prepared(
         self,
@@ -469,7 +489,7 @@ class Store:
             "received": batch.received,
             "shard": shard if self.counter is CounterStrategy.SHARDED else HOT_ROW,
         }
-        if self.insert == "copy" and batch.distinct >= COPY_FROM:
+        if self._copies(batch.distinct):
             if self._staging_for is not conn:
                 self._run("create_staging")  # in autocommit: a rollback cannot undo it
                 self._staging_for = conn

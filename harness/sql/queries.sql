@@ -24,10 +24,12 @@ COPY staging (topic, event_id, ts, source, payload) FROM STDIN
 -- apply_staged --
 -- Insert the staged batch (sorted by key in byte order, so concurrent batches lock keys
 -- in one order) and count it on one counter row, in ONE statement, in the transaction
--- that staged it. Returns how many events were new.
+-- that staged it. Returns how many events were new. The batch may hold a key more than
+-- once: its copies meet in staging order (ctid, the order COPY wrote them into the
+-- emptied table), the first is inserted and ON CONFLICT DO NOTHING skips the others.
 {apply_from}
     FROM staging
-    ORDER BY topic COLLATE "C", event_id COLLATE "C"
+    ORDER BY topic COLLATE "C", event_id COLLATE "C", ctid
 {apply_count}
 
 -- apply_unnest --

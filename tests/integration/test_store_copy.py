@@ -45,3 +45,14 @@ def test_checkpoint_runs_for_a_role_that_may(store: Store) -> None:
     # the test database's role is a superuser; a role without pg_checkpoint gets False
     assert store.checkpoint() is True
     assert store.conn.execute("SELECT 1").fetchone() == (1,)  # the connection goes on
+
+
+def test_copy_keeps_the_first_copy_of_a_key_the_batch_holds_twice(store: Store) -> None:
+    batch = rows(["plain"])
+    first = batch[5]
+    again = (first[0], first[1], first[2], "later", orjson.dumps({"copy": 2}).decode())
+    batch.insert(20, again)  # a later copy of the same key, in the same batch
+    result = store.apply_rows(batch)  # by COPY: not de-duplicated before the statement
+    assert (result.received, result.unique, result.duplicate) == (len(batch), len(batch) - 1, 1)
+    (stored,) = [e for e in store.list_events(limit=1000) if e["event_id"] == first[1]]
+    assert stored["source"] == first[3]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -44,6 +46,7 @@ class FakeBroker:
         self.touched: list[list[bytes]] = []
         self.log: list[str] = []
         self.noted = 0
+        self.to_read: list[Delivery] = []
 
     def note_redelivered(self, events: int) -> None:
         self.log.append(f"noted {events}")
@@ -51,6 +54,25 @@ class FakeBroker:
 
     def touch(self, consumer: str, entry_ids: list[bytes]) -> None:
         self.touched.append(list(entry_ids))
+
+    def read(
+        self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
+    ) -> list[Delivery]:
+        self.log.append("read")
+        if ack:
+            self.ack(list(ack))
+        batch, self.to_read = self.to_read[:count], self.to_read[count:]
+        return batch
+
+    def read_own_pending(self, consumer: str, count: int) -> list[Delivery]:
+        return []
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
+        self.log.append("reclaim")
+        return []
+
+    def trim(self) -> int:
+        return 0
 
     def ack(self, entry_ids: list[bytes]) -> int:
         self.log.append("ack")
@@ -282,3 +304,38 @@ def test_after_a_batch_is_given_up_the_rest_of_the_read_waits_and_the_committed_
     assert len(store.batches) == 2  # e4, e5 were not tried against a database that is away
     assert broker.acked == [b"0-0", b"1-0"]
     assert c.stats.gave_up == 1
+
+
+def test_a_step_acknowledges_what_it_committed_with_the_next_read() -> None:
+    broker, store = FakeBroker(), CountingStore()
+    clock = iter(range(100))
+    c = Consumer(
+        broker,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        ConsumerConfig(name="c1", batch_size=2, reclaim_every_s=1000),
+        monotonic=lambda: float(next(clock)),
+    )
+    broker.to_read = [delivery(f"{i}-0".encode(), orjson.dumps([event(i)])) for i in range(2)]
+    assert c.step() == 2
+    assert broker.acked == []  # committed, not yet acknowledged…
+    assert c.step() == 0
+    # …until the next read, which carries the acknowledgement in its round trip
+    assert broker.acked == [b"0-0", b"1-0"]
+    assert broker.log == ["reclaim", "read", "read", "ack"]
+
+
+def test_stopping_acknowledges_the_last_commits() -> None:
+    broker, store = FakeBroker(), CountingStore()
+    c = small_batches(store, broker)
+    broker.to_read = [delivery(b"7-0", orjson.dumps([event(7)]))]
+    stop = threading.Event()
+    original = c.step
+
+    def step_then_stop() -> int:
+        applied = original()
+        stop.set()
+        return applied
+
+    c.step = step_then_stop  # type: ignore[method-assign]
+    c.run(stop)
+    assert broker.acked == [b"7-0"] and store.batches
