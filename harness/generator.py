@@ -85,6 +85,25 @@ def timestamp(ordinal: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+@functools.cache
+def _seconds_of_day() -> np.ndarray:
+    """``b"HH:MM:SS"`` for each second of the day."""
+    return np.array(
+        [b"%02d:%02d:%02d" % (u // 3600, u // 60 % 60, u % 60) for u in range(86_400)],
+        dtype=object,
+    )
+
+
+@functools.cache
+def _millis_and_source() -> np.ndarray:
+    """What follows the seconds of an event's timestamp, up to its source's number, for
+    each ordinal modulo 7000 (1000 milliseconds × 7 sources)."""
+    return np.array(
+        [b'.%03dZ","source":"service-%d' % (u % 1000, u % 7) for u in range(7_000)],
+        dtype=object,
+    )
+
+
 def topic_name(index: int) -> str:
     return TOPIC_NAMES[index] if index < len(TOPIC_NAMES) else f"topic.{index:04d}"
 
@@ -104,7 +123,7 @@ class Generator:
         # template of entries, whose fields are computed for all their events at once.
         self._day_template = self._template.replace(
             b'"event_id":"%s"', f'"event_id":"{workload.seed:08x}-%010d"'.encode(), 1
-        ).replace(b'"timestamp":"%s"', b'"timestamp":"2025-12-17T%02d:%02d:%02d.%03dZ"', 1)
+        ).replace(b'"timestamp":"%s","source":"service-%d"', b'"timestamp":"2025-12-17T%s%s"', 1)
         self._topic_bytes = np.array([t.encode() for t in self._topics], dtype=object)
         self._entry_templates: dict[int, bytes] = {}
 
@@ -173,18 +192,14 @@ class Generator:
         topics = self.workload.topics
         # (u * _MIX) % topics, without int64 overflow for any ordinal
         topic = self._topic_bytes[(ords % topics) * (_MIX % topics) % topics]
-        seconds, ms = np.divmod(ords, 1000)
-        minutes, s = np.divmod(seconds, 60)
-        h, m = np.divmod(minutes, 60)
+        # the time of day and the source from two tables: "HH:MM:SS" by second, and
+        # '.mmmZ","source":"service-S' by ordinal modulo 7000 (ms and source repeat so)
         values = ords.tolist()
         fields = zip(
             topic.tolist(),
             values,
-            h.tolist(),
-            m.tolist(),
-            s.tolist(),
-            ms.tolist(),
-            (ords % 7).tolist(),
+            _seconds_of_day()[ords // 1000].tolist(),
+            _millis_and_source()[ords % 7000].tolist(),
             values,
             strict=True,
         )

@@ -182,3 +182,63 @@ def test_bulk_decoding_never_accepts_what_the_rules_refuse(items: list[dict[str,
     if bulk is not None:
         same_rows(bulk, reference)
     same_rows(decode_rows(data), reference)
+
+
+# -- many timestamps at once: the numpy check agrees with the regular expression ------
+
+SHAPES = [
+    "dddd-dd-ddTdd:dd:dd.dddZ",
+    "dddd-dd-dd dd:ddZ",
+    "dddd-dd-ddTdd:dd:dd+dd:dd",
+    "dddd-dd-ddTdd:dd-dddd",
+    "dddd-dd-ddTdd:dd:dd.d+dd",
+    "dddd-dd-ddTdd:dd:dd.dddddddddZ",
+]
+
+
+def _filled(shape: str, values: list[int]) -> str:
+    """The shape with its two-digit fields (month, day, hour, minute, seconds, offset)
+    and other digits taken from ``values`` in turn."""
+    digits = iter("".join(f"{v:02d}" for v in values) + "7" * 40)
+    return "".join(next(digits) if c == "d" else c for c in shape)
+
+
+@st.composite
+def stamp_lists(draw: st.DrawFn) -> list[str]:
+    """Timestamps of one shape, now and then one with a digit changed, one of another
+    shape or plain noise: what an entry of many events carries."""
+    shape = draw(st.sampled_from(SHAPES))
+    n = draw(st.integers(events.VECTOR_FROM, events.VECTOR_FROM + 8))
+    out = []
+    for _ in range(n):
+        # year, month, day, hour, minute, second, fraction…, offset, in range
+        values = [20, 25] + [
+            draw(st.integers(low, high))
+            for low, high in ((1, 12), (1, 28), (0, 23), (0, 59), (0, 59), (0, 15), (0, 59))
+        ]
+        stamp = _filled(shape, values)
+        kind = draw(st.integers(0, 4 * n))
+        if kind == 0:
+            stamp = draw(st.text(alphabet="0123456789-:TZ+. z", max_size=30))
+        elif kind == 1:
+            stamp = _filled(draw(st.sampled_from(SHAPES)), values)
+        elif kind == 2:
+            at = draw(st.integers(0, len(stamp) - 1))
+            stamp = stamp[:at] + draw(st.sampled_from("0123456789:")) + stamp[at + 1 :]
+        out.append(stamp)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(stamp_lists())
+def test_many_timestamps_are_checked_as_the_pattern_checks_each(stamps: list[str]) -> None:
+    lines = "\n".join(stamps)
+    expected = all(events._STRICT_ONE.fullmatch(s) for s in stamps)
+    assert events.strict_timestamps(stamps, lines) == expected
+
+
+def test_an_entry_of_many_valid_timestamps_passes_and_one_bad_month_fails_it() -> None:
+    stamps = [f"2025-12-17T10:{i % 60:02d}:00.000Z" for i in range(100)]
+    assert events.strict_timestamps(stamps, "\n".join(stamps))
+    stamps[57] = "2025-13-17T10:00:00.000Z"
+    assert not events.strict_timestamps(stamps, "\n".join(stamps))
