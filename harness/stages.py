@@ -5,9 +5,10 @@ PostgreSQL, the same code the actors run, and times each step's CPU (this thread
 that waiting on a server costs nothing) and wall clock:
 
 publisher: ``encode`` (events into stream entries), ``xadd`` (pipelined, as publishers do);
-consumer:  ``read`` (XREADGROUP), ``decode`` (entries into validated rows), ``prepare``
-           (de-duplicate a batch), ``apply`` (the client's side of the insert and count:
-           COPY text, statements, commit), ``ack`` (XACK).
+consumer:  ``read`` (XREADGROUP, carrying the XACK of the batch before, as consumers
+           do), ``decode`` (entries into validated rows), ``prepare`` (what the store does
+           to a batch before it applies it), ``apply`` (the client's side of the insert
+           and count: COPY text, the one round trip, the result).
 
 Where :mod:`harness.bench` says how fast the whole is, this says which step to make
 cheaper; the per-change figures in docs/performance.md come from it.
@@ -27,7 +28,7 @@ from harness.generator import Generator, Workload
 from harness.keys import Keys
 from harness.store import Store
 
-STEPS = ("encode", "xadd", "read", "decode", "prepare", "apply", "ack")
+STEPS = ("encode", "xadd", "read", "decode", "prepare", "apply")
 PUBLISHER_STEPS = frozenset({"encode", "xadd"})
 T = TypeVar("T")
 
@@ -118,8 +119,9 @@ def _one_pass(settings: Settings, cfg: StagesConfig, store: Store, keys: Keys) -
     payloads.clear()
     # consumer: what Consumer.apply does, a step at a time
     per_batch = max(1, -(-cfg.batch_size // cfg.entry_size))
+    acks: list[bytes] = []
     while True:
-        deliveries = clock.time("read", channel.read, "stages", per_batch, 1)
+        deliveries = clock.time("read", channel.read, "stages", per_batch, 1, ack=acks)
         if not deliveries:
             break
         rows: list[Any] = []
@@ -127,7 +129,7 @@ def _one_pass(settings: Settings, cfg: StagesConfig, store: Store, keys: Keys) -
             rows.extend(clock.time("decode", events.decode_rows, delivery.payload))
         batch = clock.time("prepare", store.prepare_batch, rows)
         clock.time("apply", store.apply_prepared, batch, shard=1)
-        clock.time("ack", channel.ack, [x.entry_id for x in deliveries])
+        acks = [x.entry_id for x in deliveries]
     counters = store.counters()
     if counters.received != cfg.events:
         raise RuntimeError(f"received {counters.received:,}, expected {cfg.events:,}")
