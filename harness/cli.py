@@ -359,6 +359,11 @@ def _stages(args: argparse.Namespace, console: Console) -> int:
     table.add_row("publisher, in all", f"{publisher:.2f}", "", style="bold")
     table.add_row("consumer, in all", f"{consumer:.2f}", "", style="bold")
     console.print(table)
+    trips = stages.round_trips(settings)
+    console.print(
+        "a round trip costs the client (CPU µs): "
+        + "  ".join(f"{label} {trips[key]:,.0f}" for label, key in stages.PROBES)
+    )
     out.mkdir(parents=True)
     (out / "stages.json").write_text(
         json.dumps(
@@ -370,6 +375,7 @@ def _stages(args: argparse.Namespace, console: Console) -> int:
                     {**dataclasses.asdict(t), "cpu_us": t.cpu_us, "wall_us": t.wall_us}
                     for t in steps
                 ],
+                "round_trip_cpu_us": trips,
                 "servers": versions,
                 "environment": environment.describe(),
                 "argv": sys.argv,

@@ -154,3 +154,40 @@ def run(settings: Settings, cfg: StagesConfig, progress: Any = None) -> list[Ste
                     best[step] = t
         store.reset()
     return [best[step] for step in STEPS]
+
+
+#: What a round trip costs the client here, measured by :func:`round_trips`.
+PROBES = (
+    ("redis PING", "redis"),
+    ("PostgreSQL SELECT 1", "pg"),
+    ("PostgreSQL SELECT pg_sleep(0.02)", "pg_sleep"),
+)
+
+
+def round_trips(settings: Settings, n: int = 500) -> dict[str, float]:
+    """The client's CPU µs per round trip: a Redis PING, a PostgreSQL ``SELECT 1``, and a
+    query that keeps the client waiting 20 ms (a batch's insert takes about that long).
+
+    On a virtual machine, blocking and being woken is what a round trip costs the
+    client, and the longer the wait the more it costs: the reason the pipeline sends as
+    few round trips per batch as it can.
+    """
+    out: dict[str, float] = {}
+    client = broker_mod.connect(settings.redis_url)
+    try:
+        out["redis"] = _cpu_us_each(client.ping, n)
+    finally:
+        client.close()
+    with Store(settings.pg_dsn, schema=settings.pg_schema) as store:
+        conn = store.conn
+        out["pg"] = _cpu_us_each(lambda: conn.execute("SELECT 1"), n)
+        out["pg_sleep"] = _cpu_us_each(lambda: conn.execute("SELECT pg_sleep(0.02)"), 50)
+    return out
+
+
+def _cpu_us_each(fn: Callable[[], object], n: int) -> float:
+    fn()
+    c0 = time.thread_time_ns()
+    for _ in range(n):
+        fn()
+    return (time.thread_time_ns() - c0) / n / 1e3

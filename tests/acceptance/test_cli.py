@@ -259,3 +259,29 @@ def test_bench_runs_all_four_and_verifies_them(settings: Settings, tmp_path: Pat
     assert result["ratios"]["c/a"] == pytest.approx((sum(c) / 2) / (sum(a) / 2))
     assert len(result["round_ratios"]) == 2
     assert result["environment"]["cpu_count"] and result["servers"]["postgresql"]
+
+
+def test_bench_stages_times_each_step_and_writes_them(settings: Settings, tmp_path: Path) -> None:
+    proc = harness(
+        "bench",
+        "--stages",
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "s",
+        env=_env(settings),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "consumer, in all" in proc.stdout and "a round trip costs the client" in proc.stdout
+    result = json.loads((tmp_path / "stages" / "s" / "stages.json").read_text())
+    assert [s["step"] for s in result["steps"]] == [
+        "encode",
+        "xadd",
+        "read",
+        "decode",
+        "prepare",
+        "apply",
+    ]
+    assert all(s["events"] == 20_000 and s["cpu_us"] > 0 for s in result["steps"])
+    assert result["round_trip_cpu_us"]["pg"] > 0

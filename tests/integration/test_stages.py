@@ -26,3 +26,9 @@ def test_every_step_is_timed_and_the_workload_goes_through(settings: Settings) -
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="must be ≥ 1"):
         stages.StagesConfig(events=0)
+
+
+def test_round_trips_are_measured_on_both_servers(settings: Settings) -> None:
+    trips = stages.round_trips(settings, n=20)
+    assert set(trips) == {key for _, key in stages.PROBES}
+    assert all(us > 0 for us in trips.values())
