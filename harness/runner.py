@@ -42,7 +42,7 @@ POLL_S = 0.1
 #: the longest pause between polls of a trial without faults: each poll is a Ray call to
 #: every actor, which costs the driver and the actors CPU the pipeline could use, and the
 #: measured duration runs from the actors' own time stamps, not from the polls
-POLL_MAX_S = 0.5
+POLL_MAX_S = 1.0
 SAMPLE_S = 1.0
 
 
@@ -261,7 +261,7 @@ class Runner:
             # Faults are injected at a poll, so trials with faults poll often throughout;
             # the others poll often at first (short trials end soon) and less later.
             elapsed = self._clock() - started
-            time.sleep(POLL_S if fault.driver_side else min(POLL_MAX_S, POLL_S + elapsed / 10))
+            time.sleep(POLL_S if fault.driver_side else min(POLL_MAX_S, POLL_S + elapsed / 4))
             now = self._clock()
             pubs = ray.get([pub.progress.remote() for pub in publishers])
             cons = self._poll_consumers(alive)
