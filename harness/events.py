@@ -170,10 +170,10 @@ class _WireEvent(msgspec.Struct, gc=False):
 _ENTRY = msgspec.json.Decoder(list[_WireEvent])
 
 # A stricter form of _TIMESTAMP (month, day, hour, minute, second and offset in range;
-# no lowercase "z", which Python's fromisoformat refuses), matched against all of an
+# no year 0000 and no lowercase "z", which Python's fromisoformat refuses), matched against all of an
 # entry's timestamps at once, one per line. Only days 29–31 then need the calendar.
 _STRICT_TIMESTAMP = (
-    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d"
+    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d"
     r"(?::[0-5]\d(?:\.\d{1,9})?)?(?:Z|[+-](?:0\d|1[0-5])(?::?[0-5]\d)?)"
 )
 _STRICT_TIMESTAMPS = re.compile(rf"{_STRICT_TIMESTAMP}(?:\n{_STRICT_TIMESTAMP})*")
@@ -216,6 +216,8 @@ def _same_shape_in_range(first: str, data: bytes, n: int) -> bool | None:
         return None
     if ((grid[:, digit] - 48) > 9).any():  # uint8: below "0" wraps round to above 9
         return None
+    if not (grid[:, :4] != 48).any(axis=1).all():
+        return False  # year 0000, which Python refuses
     fields = [(5, 1, 12), (8, 1, 31), (11, 0, 23), (14, 0, 59)]  # month, day, hour, minute
     if width > 16 and first[16] == ":":
         fields.append((17, 0, 59))  # seconds

@@ -149,6 +149,8 @@ stamps = st.one_of(
             "2025-02-29T10:30:45Z",
             "2024-02-29T10:30:45-0530",
             "2025-12-17T10:30:45",
+            "0000-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+15:00",
         ]
     ),
     st.text(alphabet="0123456789-:TZ+. z", max_size=30),
@@ -212,7 +214,7 @@ def stamp_lists(draw: st.DrawFn) -> list[str]:
     out = []
     for _ in range(n):
         # year, month, day, hour, minute, second, fraction…, offset, in range
-        values = [20, 25] + [
+        values = [draw(st.sampled_from([0, 20])), draw(st.sampled_from([0, 1, 25]))] + [
             draw(st.integers(low, high))
             for low, high in ((1, 12), (1, 28), (0, 23), (0, 59), (0, 59), (0, 15), (0, 59))
         ]
@@ -242,3 +244,12 @@ def test_an_entry_of_many_valid_timestamps_passes_and_one_bad_month_fails_it() -
     assert events.strict_timestamps(stamps, "\n".join(stamps))
     stamps[57] = "2025-13-17T10:00:00.000Z"
     assert not events.strict_timestamps(stamps, "\n".join(stamps))
+
+
+def test_year_zero_is_refused_in_bulk_as_by_the_rules() -> None:
+    stamps = ["2025-12-17T10:00:00Z"] * 40 + ["0000-01-01T00:00:00Z"]
+    assert not events.strict_timestamps(stamps, "\n".join(stamps))
+    entry = orjson.dumps([event() | {"timestamp": "0000-01-01T00:00:00Z"}])
+    assert events._bulk_rows(entry) is None
+    with pytest.raises(InvalidEvent, match="timestamp"):
+        decode_rows(entry)
