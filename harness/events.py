@@ -170,8 +170,9 @@ class _WireEvent(msgspec.Struct, gc=False):
 _ENTRY = msgspec.json.Decoder(list[_WireEvent])
 
 # A stricter form of _TIMESTAMP (month, day, hour, minute, second and offset in range;
-# no year 0000 and no lowercase "z", which Python's fromisoformat refuses), matched against all of an
-# entry's timestamps at once, one per line. Only days 29–31 then need the calendar.
+# no year 0000 and no lowercase "z", which Python's fromisoformat refuses), matched
+# against all of an entry's timestamps at once, one per line. Only days 29–31 then need
+# the calendar.
 _STRICT_TIMESTAMP = (
     r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d"
     r"(?::[0-5]\d(?:\.\d{1,9})?)?(?:Z|[+-](?:0\d|1[0-5])(?::?[0-5]\d)?)"
