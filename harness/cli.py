@@ -258,10 +258,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         except ValueError as exc:
             raise UsageError(f"--repeat: {exc}") from None
     settings, versions = _services(args, _settings(args), console)
-    run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = settings.results_dir / "bench" / run_id
-    if out.exists():
-        raise UsageError(f"{out} exists already; choose another --run-id")
+    out = _new_run_dir(settings, "bench", args.run_id)
     started = results.now_iso()
     with console.status("starting Ray…"):
         ray_facts = cluster.init(settings)
@@ -321,6 +318,15 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if all(m.verified for m in measured) else EXIT_FAILED_TRIAL
 
 
+def _new_run_dir(settings: Settings, kind: str, run_id: str | None) -> Path:
+    """``results/<kind>/<run id>`` (a UTC time stamp by default), which must not exist."""
+    run_id = run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = settings.results_dir / kind / run_id
+    if out.exists():
+        raise UsageError(f"{out} exists already; choose another --run-id")
+    return out
+
+
 def _stages(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -340,10 +346,7 @@ def _stages(args: argparse.Namespace, console: Console) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     settings, versions = _services(args, _settings(args), console)
-    run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = settings.results_dir / "stages" / run_id
-    if out.exists():
-        raise UsageError(f"{out} exists already; choose another --run-id")
+    out = _new_run_dir(settings, "stages", args.run_id)
     started = results.now_iso()
     steps = stages.run(settings, cfg, progress=console.print)
     table = Table(
