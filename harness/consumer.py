@@ -14,7 +14,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -160,7 +160,7 @@ class Consumer:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
         with contextlib.suppress(*TRANSIENT_ERRORS):
-            self._flush_acks()  # else they stay pending, and are applied again later
+            self.flush_acks()  # else they stay pending, and are applied again later
 
     def step(self) -> int:
         """Read and apply what one read brings (one or more batches, each in its own
@@ -168,17 +168,24 @@ class Consumer:
 
         What it commits is acknowledged by the next step, in the same round trip as that
         step's read: still after the commit, and one wait on Redis fewer per read. Stop
-        with :meth:`run` (or call :meth:`_flush_acks`) to send the last acknowledgement.
+        with :meth:`run` (or call :meth:`flush_acks`) to send the last acknowledgement.
         """
         deliveries = self._next_batch()
         if not deliveries:
             return 0
         return self._apply(deliveries)
 
-    def _flush_acks(self) -> None:
+    def flush_acks(self) -> None:
+        """Acknowledge now what was committed and is not yet acknowledged."""
+        with self._sending_acks() as acks:
+            self.broker.ack(acks)
+
+    @contextlib.contextmanager
+    def _sending_acks(self) -> Iterator[list[bytes]]:
+        """The acknowledgements to send now; kept for the next try if sending fails."""
         acks, self._acks = self._acks, []
         try:
-            self.broker.ack(acks)
+            yield acks
         except BaseException:
             self._acks = acks + self._acks
             raise
@@ -188,7 +195,7 @@ class Consumer:
         now = self._monotonic()
         reclaiming = now >= self._next_reclaim
         if self._acks and (reclaiming or not self._own_pending_done):
-            self._flush_acks()  # pending entries are read next: not the committed ones
+            self.flush_acks()  # pending entries are read next: not the committed ones
         if not self._own_pending_done:
             pending = self.broker.read_own_pending(cfg.name, cfg.fetch_count)
             if pending:
@@ -202,12 +209,8 @@ class Consumer:
             claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.fetch_count)
             if claimed:
                 return self._without_exhausted(claimed)
-        acks, self._acks = self._acks, []
-        try:
+        with self._sending_acks() as acks:
             return self.broker.read(cfg.name, cfg.fetch_count, cfg.block_ms, ack=acks)
-        except BaseException:
-            self._acks = acks + self._acks
-            raise
 
     def _without_exhausted(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Dead-letter the redelivered entries that used up their deliveries."""
@@ -237,7 +240,7 @@ class Consumer:
         try:
             return self._apply(deliveries)
         finally:
-            self._flush_acks()  # what did commit, even if a later batch failed
+            self.flush_acks()  # what did commit, even if a later batch failed
 
     def _apply(self, deliveries: list[Delivery]) -> int:
         """:meth:`apply`, leaving the acknowledgements in ``self._acks``."""
