@@ -151,9 +151,9 @@ class CpuSampler:
                     continue
             proc, series = entry
             try:
-                if recheck and series.role == "ray" and _may_become_actor(proc):
-                    role = role_of(proc.name(), proc.cmdline())
-                    if role is not None and role != "ray":
+                if recheck and series.role == "ray":
+                    role = _actor_role(proc)
+                    if role is not None:
                         # a Ray worker that became an actor: a new series from here on
                         self._retired.append(series)
                         series = _Series(role)
@@ -198,11 +198,13 @@ class CpuSampler:
         return out | machine
 
 
-def _may_become_actor(proc: psutil.Process) -> bool:
-    """A Ray worker process not (yet) running an actor of ours."""
+def _actor_role(proc: psutil.Process) -> str | None:
+    """The role of a Ray worker process now running one of our actors, else ``None``."""
     cmdline = proc.cmdline()
-    head = cmdline[0] if cmdline else ""
-    return head.startswith("ray::") or any("default_worker.py" in part for part in cmdline)
+    if not cmdline or not cmdline[0].startswith("ray::"):
+        return None  # Ray's own processes, or a worker still starting
+    role = role_of(proc.name(), cmdline)
+    return role if role != "ray" else None
 
 
 def per_event_us(cpu: Mapping[str, float], events: int) -> dict[str, float]:

@@ -231,6 +231,18 @@ class Generator:
             yield ordinals[lo:hi]
             fresh_before += fresh_in_chunk
 
+    def ordinal_groups(self, start: int, stop: int, size: int) -> Iterator[list[int]]:
+        """The ordinals of ``start ≤ i < stop`` in lists of ``size`` (the last may be
+        shorter), generated a chunk at a time: a publisher's rounds, a stream's entries."""
+        pending: list[int] = []
+        for chunk in self.ordinal_chunks(start, stop):
+            pending.extend(chunk.tolist())
+            while len(pending) >= size:
+                yield pending[:size]
+                del pending[:size]
+        if pending:
+            yield pending
+
     def events(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
         """The events ``start ≤ i < stop`` in order, as JSON-ready dicts."""
         for ordinal in self.ordinals(start, stop).tolist():

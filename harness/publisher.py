@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -74,7 +74,7 @@ class Publisher:
         generator = Generator(plan.workload)
         per_round = plan.entry_size * plan.pipeline
         lost = frozenset(plan.lose_replies)
-        for number, chunk in enumerate(_rounds(generator, plan, per_round)):
+        for number, chunk in enumerate(generator.ordinal_groups(plan.start, plan.stop, per_round)):
             if stop is not None and stop.is_set():
                 break
             self._wait_for_room(plan.max_backlog)
@@ -118,15 +118,3 @@ class Publisher:
         while self.broker.stream_length() > max_backlog:
             self._sleep(0.005)
             self.stats.backpressure_s += 0.005
-
-
-def _rounds(generator: Generator, plan: PublishPlan, size: int) -> Iterator[list[int]]:
-    """The plan's ordinals in rounds of ``size``, generated a chunk at a time."""
-    pending: list[int] = []
-    for chunk in generator.ordinal_chunks(plan.start, plan.stop):
-        pending.extend(chunk.tolist())
-        while len(pending) >= size:
-            yield pending[:size]
-            del pending[:size]
-    if pending:
-        yield pending

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from harness import broker as broker_mod
@@ -84,17 +84,6 @@ class _Clock:
         return out
 
 
-def _entries(generator: Generator, cfg: StagesConfig) -> Iterator[list[int]]:
-    pending: list[int] = []
-    for chunk in generator.ordinal_chunks(0, cfg.events):
-        pending.extend(chunk.tolist())
-        while len(pending) >= cfg.entry_size:
-            yield pending[: cfg.entry_size]
-            del pending[: cfg.entry_size]
-    if pending:
-        yield pending
-
-
 def _one_pass(settings: Settings, cfg: StagesConfig, store: Store, keys: Keys) -> _Clock:
     clock = _Clock()
     generator = Generator(
@@ -112,7 +101,7 @@ def _one_pass(settings: Settings, cfg: StagesConfig, store: Store, keys: Keys) -
     channel.reset()
     # publisher: encode every entry, then XADD them in pipelined rounds
     payloads: list[tuple[bytes, int]] = []
-    for ordinals in _entries(generator, cfg):
+    for ordinals in generator.ordinal_groups(0, cfg.events, cfg.entry_size):
         payloads.append((clock.time("encode", generator.encoded_entry, ordinals), len(ordinals)))
     for i in range(0, len(payloads), cfg.pipeline):
         clock.time("xadd", channel.publish, payloads[i : i + cfg.pipeline])

@@ -323,3 +323,16 @@ def test_an_entry_encoded_in_bulk_is_its_events_encoded_one_by_one(
         one_by_one = b"[" + b",".join(gen.encoded(int(u)) for u in part) + b"]"
         assert gen.encoded_entry(part) == one_by_one
         assert gen.encoded_entry(part.tolist()) == one_by_one
+
+
+@pytest.mark.parametrize(
+    ("start", "stop", "size"), [(0, 25_000, 1000), (100, 23_000, 1000), (5, 6, 7)]
+)
+def test_ordinal_groups_are_the_chunks_regrouped(start: int, stop: int, size: int) -> None:
+    g = Generator(Workload(events=25_000, duplicate_rate=0.3, topics=10, seed=1))
+    groups = list(g.ordinal_groups(start, stop, size))
+    assert [u for group in groups for u in group] == [
+        int(u) for chunk in g.ordinal_chunks(start, stop) for u in chunk
+    ]
+    assert all(len(group) == size for group in groups[:-1])
+    assert 0 < len(groups[-1]) <= size
