@@ -237,6 +237,8 @@ def pipeline(
         entry_size=cfg.entry_size if batch_size is None else 1,
         publish_pipeline=10 if batch_size is None else 100,
         counter="sharded",
+        # as (a)'s batches, the events are made before the clock starts
+        generate="ahead",
     )
     runner = Runner(settings)
     try:

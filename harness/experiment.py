@@ -27,6 +27,7 @@ from typing import Any
 
 from harness import faults
 from harness.broker import BROKERS
+from harness.publisher import GENERATE
 from harness.redis_server import APPENDFSYNC
 from harness.store import CounterStrategy, Isolation
 
@@ -38,6 +39,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ingress": ("redis", "http"),
     "fault": faults.KINDS,
     "appendfsync": APPENDFSYNC,
+    "generate": GENERATE,
 }
 
 
@@ -77,6 +79,11 @@ class TrialParams:
     claim_idle_ms: int = 2000
     #: a trial not drained by then fails
     timeout_s: float = 300.0
+    #: when publishers make their events: ``inline``, round by round as they publish, or
+    #: ``ahead``, their whole slice before their first send, which is when the clock
+    #: starts (the trial then times the pipeline, not the load generator; ``bench`` runs
+    #: its pipeline so, as its store ceiling is fed batches made before its clock starts)
+    generate: str = "inline"
 
     def __post_init__(self) -> None:
         for name in (

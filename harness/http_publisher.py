@@ -7,7 +7,7 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
@@ -104,16 +104,24 @@ class HttpPublisher:
         """Send the plan's slice in batches of ``plan.pipeline`` events per request."""
         generator = Generator(plan.workload)
         ordinals = generator.ordinals(plan.start, plan.stop).tolist()
-        for offset in range(0, len(ordinals), plan.pipeline):
+        bodies: Iterator[tuple[bytes, int]] = (
+            (orjson.dumps({"events": [generator.event(u) for u in part]}), len(part))
+            for part in (
+                ordinals[offset : offset + plan.pipeline]
+                for offset in range(0, len(ordinals), plan.pipeline)
+            )
+        )
+        if plan.ahead:  # made before the first request, when the clock starts
+            bodies = iter(list(bodies))
+        for body, count in bodies:
             if stop is not None and stop.is_set():
                 break
-            batch = [generator.event(u) for u in ordinals[offset : offset + plan.pipeline]]
             created_ns = self._clock_ns()
             if not self.stats.first_publish_ns:
                 self.stats.first_publish_ns = created_ns
-            self.post(orjson.dumps({"events": batch}), created_ns=created_ns)
-            self.stats.events += len(batch)
-            self.stats.entries += len(batch)
+            self.post(body, created_ns=created_ns)
+            self.stats.events += count
+            self.stats.entries += count
         return self.stats
 
 

@@ -227,6 +227,7 @@ class Runner:
             entry_size=p.entry_size,
             pipeline=p.publish_pipeline,
             max_backlog=p.max_backlog,
+            ahead=p.generate == "ahead",
         )
         per_round = p.entry_size * p.publish_pipeline
         lost_rounds = fault.publisher_rounds(
