@@ -342,6 +342,42 @@ def ratios(measurements: list[Measurement]) -> dict[str, float]:
     return {f"{x}/{y}": rate[x] / rate[y] if x in rate and y in rate else nan for x, y in RATIOS}
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One of the issue's targets for this machine, and whether the medians meet it."""
+
+    name: str
+    value: float
+    bar: float
+    #: ``False`` when another target stands in for this one (see :func:`targets`)
+    applies: bool = True
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.bar
+
+
+#: (c) events/s that (c) must reach, unless (a) itself does not (then c/a is the bar)
+PIPELINE_EPS = 100_000.0
+#: the ratio targets: the pipeline against the database alone and against the seed
+RATIO_BARS = {"c/a": 0.8, "c/b": 60.0, "d/b": 1.5}
+
+
+def targets(measurements: list[Measurement]) -> list[Target]:
+    """The targets of the medians: c/a ≥ 0.8, c/b ≥ 60, d/b ≥ 1.5 and (c) ≥ 100,000
+    events/s, the last only where the database alone reaches it (when (a) stays below
+    it, c/a is the bar). Parts not measured are left out."""
+    rate = medians(measurements)
+    out = [
+        Target(name, value, RATIO_BARS[name])
+        for name, value in ratios(measurements).items()
+        if name in RATIO_BARS and value == value  # not NaN
+    ]
+    if "c" in rate and "a" in rate:
+        out.append(Target("(c) events/s", rate["c"], PIPELINE_EPS, rate["a"] >= PIPELINE_EPS))
+    return out
+
+
 def round_ratios(measurements: list[Measurement]) -> list[dict[str, float]]:
     """:func:`ratios` within each round."""
     rounds = sorted({m.round for m in measurements})

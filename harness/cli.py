@@ -288,6 +288,8 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         console.print("medians: " + "  ".join(f"({k}) {v:,.0f} events/s" for k, v in rates.items()))
         console.print("of the medians: ", end="")
     console.print("  ".join(f"{k} = {v:,.2f}" for k, v in ratio.items()))
+    goals = bench.targets(measured)
+    console.print("targets: " + "  ".join(_target_text(t) for t in goals))
     cpu = bench.cpu_medians(measured)
     if cpu:
         console.print(_cpu_table(cpu, rounds=cfg.repeat))
@@ -305,6 +307,9 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
                 "ratios": ratio,
                 "medians": bench.medians(measured),
                 "round_ratios": per_round,
+                "targets": [
+                    {**dataclasses.asdict(t), "met": t.met if t.applies else None} for t in goals
+                ],
                 "cpu_us_per_event": cpu,
                 "servers": versions,
                 "ray": ray_facts,
@@ -316,6 +321,15 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(f"results: {out}/bench.json")
     return EXIT_OK if all(m.verified for m in measured) else EXIT_FAILED_TRIAL
+
+
+def _target_text(target: Any) -> str:
+    """``c/a 0.91 ≥ 0.8 met``, or why a target does not apply."""
+    value = f"{target.value:,.0f}" if target.value >= 1000 else f"{target.value:,.2f}"
+    text = f"{target.name} {value} ≥ {target.bar:,.{0 if target.bar >= 1000 else 1}f}"
+    if not target.applies:
+        return f"{text} [dim](not the bar: (a) is below it too)[/dim]"
+    return f"{text} " + ("[green]met[/green]" if target.met else "[red]NOT met[/red]")
 
 
 def _new_run_dir(settings: Settings, kind: str, run_id: str | None) -> Path:
