@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from harness.config import Settings
+from harness.keys import Keys
 
 pytestmark = pytest.mark.acceptance
 
@@ -191,6 +195,46 @@ def test_resume_runs_only_the_trials_not_recorded(settings: Settings, tmp_path: 
 
     other = harness("run", "smoke", "--resume", "r", "--out", str(tmp_path), env=_env(settings))
     assert other.returncode == 2 and "run with other parameters" in other.stderr
+
+
+def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches the terminal's whole process group while the driver waits on its
+    actors: the run ends with 130, says so, and marks itself interrupted (``--resume``
+    then runs what it did not record)."""
+    args = ["run", "smoke", "--out", str(tmp_path), "--run-id", "i", "--quiet"]
+    # a trial far too long to finish before the signal
+    slow = ["--set", "events=5000000", "--set", "batch_size=10", "--set", "publishers=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args, *slow],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **_env(settings)},
+        start_new_session=True,  # its own process group, as a shell gives a job
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    stream = Keys(settings.key_prefix).stream
+    try:
+        deadline = time.monotonic() + 120
+        while not client.exists(stream) or client.xlen(stream) < 10:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the trial did not start"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the driver is in its polling loop, waiting on the actors
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        client.close()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in out
+    run = tmp_path / "smoke" / "i"
+    assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
+    assert not (run / "trials.csv").exists()  # no trial finished; the cut one is not kept
 
 
 @pytest.mark.slow
