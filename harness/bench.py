@@ -87,6 +87,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.repeat < 1:
             raise ValueError(f"repeat must be ≥ 1, got {self.repeat}")
+        if self.events < 1:
+            raise ValueError(f"events must be ≥ 1, got {self.events:,}")
 
     def quick(self) -> BenchConfig:
         return dataclasses.replace(self, events=20_000, seed_events=2_000, repeat=1, warmup=False)

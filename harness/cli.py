@@ -254,13 +254,12 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     cfg = bench.BenchConfig()
     if args.quick:
         cfg = cfg.quick()
-    if args.events:
-        cfg = dataclasses.replace(cfg, events=args.events)
-    if args.repeat is not None:
-        try:
-            cfg = dataclasses.replace(cfg, repeat=args.repeat)
-        except ValueError as exc:
-            raise UsageError(f"--repeat: {exc}") from None
+    for flag in ("events", "repeat"):
+        if getattr(args, flag) is not None:
+            try:
+                cfg = dataclasses.replace(cfg, **{flag: getattr(args, flag)})
+            except ValueError as exc:
+                raise UsageError(f"--{flag}: {exc}") from None
     settings, versions = _services(args, _settings(args), console)
     out = _new_run_dir(settings, "bench", args.run_id)
     started = results.now_iso()
@@ -358,7 +357,7 @@ def _stages(args: argparse.Namespace, console: Console) -> int:
     try:
         cfg = dataclasses.replace(
             cfg,
-            events=args.events or cfg.events,
+            events=cfg.events if args.events is None else args.events,
             repeat=cfg.repeat if args.repeat is None else args.repeat,
         )
     except ValueError as exc:

@@ -111,6 +111,9 @@ def test_list_shows_the_shipped_experiments() -> None:
         (["run", "smoke", "--set", "consumers=zero"], "consumers must be a whole number"),
         (["run", "smoke", "--set", "colour=blue"], "unknown parameter 'colour'"),
         (["run", "smoke", "--set", "isolation=chaos"], "unknown isolation level 'chaos'"),
+        (["bench", "--events", "-5"], "--events: events must be ≥ 1, got -5"),
+        (["bench", "--repeat", "0"], "--repeat: repeat must be ≥ 1, got 0"),
+        (["bench", "--stages", "--events", "0"], "events, batch_size, entry_size and repeat"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args: list[str], message: str) -> None:
