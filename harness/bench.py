@@ -65,14 +65,15 @@ class BenchConfig:
     seed_events: int = 20_000
     batch_size: int = 1000
     #: (c) at its best settings: an entry per batch, so that a consumer's read brings one
-    #: batch; one publisher, which keeps ahead of the consumers on its own; and four
-    #: consumers, as (a) has four workers (with the events made before the clock starts,
-    #: four did a little better than three: docs/performance.md has the sweep)
+    #: batch; one publisher, which keeps ahead of the consumers on its own; and three
+    #: consumers, which keep PostgreSQL as busy as four with one process fewer (each
+    #: Ray actor costs about 1% of a core even when idle; docs/performance.md has the
+    #: bench runs with four)
     entry_size: int = 1000
     store_workers: int = 4
     seed_workers: int = 4
     publishers: int = 1
-    consumers: int = 4
+    consumers: int = 3
     duplicate_rate: float = 0.3
     payload_bytes: int = 100
     seed: int = 42
