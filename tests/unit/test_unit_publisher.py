@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from harness.experiment import ExperimentError, TrialParams
 from harness.generator import Generator, Workload
+from harness.http_publisher import HttpPublisher
 from harness.publisher import Publisher, PublishPlan
 
 
@@ -60,3 +63,39 @@ def test_generate_is_a_checked_trial_parameter() -> None:
     assert TrialParams(generate="ahead").generate == "ahead"
     with pytest.raises(ExperimentError, match="generate"):
         TrialParams(generate="later")
+
+
+def _post_over_http(monkeypatch: pytest.MonkeyPatch, *, ahead: bool) -> tuple[list[bytes], int]:
+    """The bodies an HTTP publisher posts, and how many events it had made by its first."""
+    made = [0]
+    original = Generator.event
+
+    def counting(self: Generator, ordinal: int) -> dict[str, Any]:
+        made[0] += 1
+        return original(self, ordinal)
+
+    monkeypatch.setattr(Generator, "event", counting)
+    bodies: list[bytes] = []
+    made_at_first: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        made_at_first.append(made[0])
+        bodies.append(request.content)
+        return httpx.Response(202, json={"accepted": 1})
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    workload = Workload(events=250, duplicate_rate=0.3, topics=4, seed=9)
+    (plan,) = PublishPlan.split(workload, 1, pipeline=100, ahead=ahead)
+    stats = HttpPublisher(client, "http://aggregator").run(plan)
+    assert stats.events == 250 and stats.requests == 3
+    return bodies, made_at_first[0]
+
+
+def test_http_publisher_ahead_posts_the_same_bodies_after_making_all_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inline, inline_made = _post_over_http(monkeypatch, ahead=False)
+    ahead, ahead_made = _post_over_http(monkeypatch, ahead=True)
+    assert ahead == inline and len(ahead) == 3
+    assert [len(orjson.loads(b)["events"]) for b in ahead] == [100, 100, 50]
+    assert (inline_made, ahead_made) == (100, 250)
