@@ -103,13 +103,9 @@ class HttpPublisher:
     def run(self, plan: PublishPlan, stop: threading.Event | None = None) -> HttpPublisherStats:
         """Send the plan's slice in batches of ``plan.pipeline`` events per request."""
         generator = Generator(plan.workload)
-        ordinals = generator.ordinals(plan.start, plan.stop).tolist()
         bodies: Iterator[tuple[bytes, int]] = (
             (orjson.dumps({"events": [generator.event(u) for u in part]}), len(part))
-            for part in (
-                ordinals[offset : offset + plan.pipeline]
-                for offset in range(0, len(ordinals), plan.pipeline)
-            )
+            for part in generator.ordinal_groups(plan.start, plan.stop, plan.pipeline)
         )
         if plan.ahead:  # made before the first request, when the clock starts
             bodies = iter(list(bodies))
