@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(bench)
 
     plot = sub.add_parser("plot", help="redraw a run's charts into RUN/plots/")
-    plot.add_argument("run", help="a run folder, e.g. results/smoke/20261125T160046Z")
+    plot.add_argument(
+        "run", help="a run folder, e.g. results/smoke/20261125T160046Z (or a bench run's)"
+    )
     rep = sub.add_parser("report", help="write RUN/report.md (redraws the charts)")
     rep.add_argument("run", help="a run folder, e.g. results/smoke/20261125T160046Z")
 
@@ -195,9 +197,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "bench":
             return _bench(args, console)
         if args.command == "plot":
-            from harness import plots
+            from harness import bench_plots, plots
 
-            for path in plots.plot_run(args.run):
+            run = Path(args.run)
+            drawn = bench_plots.write(run) if (run / "bench.json").exists() else plots.plot_run(run)
+            for path in drawn:
                 console.print(str(path))
             return EXIT_OK
         if args.command == "report":
@@ -323,6 +327,13 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
         )
     )
     console.print(f"results: {out}/bench.json")
+    from harness import bench_plots
+
+    try:
+        charts = bench_plots.write(out)
+        console.print(f"charts: {', '.join(str(c) for c in charts)}")
+    except Exception as exc:  # the results are safe on disk; say what went wrong
+        console.print(f"[yellow]charts not drawn[/yellow]: {exc!r}")
     return EXIT_OK if all(m.verified for m in measured) else EXIT_FAILED_TRIAL
 
 

@@ -96,7 +96,7 @@ def _num(value: float) -> str:
 # -- shared drawing ---------------------------------------------------------------------------
 
 
-def _figure(
+def figure(
     panels: int, title: str, caption: str, *, width: float = 4.6, height: float = 4.8, **share: Any
 ) -> tuple[Figure, Any]:
     """A row of panels sharing the y axis, a title on top and a caption underneath."""
@@ -161,7 +161,7 @@ def _sweep_chart(
         stats.ordered(line, summary[line]),
     )
     colours = _colours(line, lines)
-    fig, axes = _figure(len(counters), title, _caption(summary, series[-1].metric, fixed))
+    fig, axes = figure(len(counters), title, _caption(summary, series[-1].metric, fixed))
     # With error bars, lines step aside a little so that their bars do not hide each other.
     spread = 0.04 if (summary[[f"{s.metric}_n" for s in series]] > 1).any().any() else 0.0
     for ax, counter in zip(axes, counters, strict=True):
@@ -382,7 +382,7 @@ def correctness(run: Run) -> Figure:
         "is expected to show (a counter strategy unsafe at that isolation level, the list "
         "broker under a fault); a violation is a bug."
     )
-    fig, (ax,) = _figure(
+    fig, (ax,) = figure(
         1, f"Correctness: isolation level × {design}", caption,
         width=1.6 + 2.2 * len(cols), height=1.9 + 1.0 * len(rows),
     )  # fmt: skip
@@ -522,7 +522,7 @@ def throughput_over_time(run: Run) -> Figure:
         "One line per trial: events committed per second between samples taken about once a "
         "second, from the first publish to the last commit."
     )
-    fig, axes = _figure(len(panels), "Commit rate over time, per trial", caption, sharex=True)
+    fig, axes = figure(len(panels), "Commit rate over time, per trial", caption, sharex=True)
     for ax, value in zip(axes, panels, strict=True):
         for _, trial in (t[t[style.panel] == value] if style.panel else t).iterrows():
             s = steps[steps["trial"] == trial["trial"]]

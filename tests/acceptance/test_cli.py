@@ -306,6 +306,15 @@ def test_bench_runs_all_four_and_verifies_them(settings: Settings, tmp_path: Pat
     assert result["ratios"]["c/a"] == pytest.approx((sum(c) / 2) / (sum(a) / 2))
     assert len(result["round_ratios"]) == 2
     assert result["environment"]["cpu_count"] and result["servers"]["postgresql"]
+    assert [t["name"] for t in result["targets"]] == ["c/a", "c/b", "d/b", "(c) events/s"]
+    assert "targets: c/a" in proc.stdout
+    plots = tmp_path / "bench" / "b" / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == ["bench_cpu.png", "bench_throughput.png"]
+    for chart in plots.iterdir():
+        chart.unlink()
+    redrawn = harness("plot", str(tmp_path / "bench" / "b"))
+    assert redrawn.returncode == 0, redrawn.stderr
+    assert sorted(p.name for p in plots.iterdir()) == ["bench_cpu.png", "bench_throughput.png"]
 
 
 def test_bench_stages_times_each_step_and_writes_them(settings: Settings, tmp_path: Path) -> None:

@@ -1,0 +1,144 @@
+"""Charts of a ``bench`` run, drawn from its ``bench.json`` into ``<run>/plots/``.
+
+- ``bench_throughput.png``: each part's events/s, every round and the median, on a log
+  axis (the seed's design is about a hundred times slower than the rest), with the
+  ratios and the targets under it;
+- ``bench_cpu.png``: where the CPU went, in µs per event by part of the system: the
+  batched parts ((a), (c)) in one panel, the one-event-per-transaction parts ((b), (d)),
+  some fifty times costlier, in the other.
+
+They take the parsed ``bench.json`` (a dict), so a notebook can draw a reference run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from harness import cpu as cpu_mod
+from harness import plots
+
+PARTS = {
+    "a": "(a) store ceiling",
+    "b": "(b) the seed's design",
+    "c": "(c) the pipeline",
+    "d": "(d) pipeline, batch 1",
+}
+#: the parts drawn side by side in each panel of the CPU chart
+CPU_PANELS = (("a", "c"), ("b", "d"))
+#: roles in the order they are stacked (idle last, above the busy ones)
+STACK = (*cpu_mod.ROLES, "idle", "steal")
+#: one colour per role, the same in both panels
+ROLE_COLOURS = {
+    "postgres": "#1f77b4",
+    "redis": "#d62728",
+    "consumers": "#2ca02c",
+    "publishers": "#ff7f0e",
+    "store workers": "#9467bd",
+    "service": "#8c564b",
+    "ray": "#e377c2",
+    "driver": "#17becf",
+    "other": "#7f7f7f",
+    "idle": "#dddddd",
+    "steal": "#bcbd22",
+}
+
+
+def _rates(data: dict[str, Any]) -> dict[str, list[float]]:
+    """Each part's events/s, one per round, in the order the parts were run."""
+    out: dict[str, list[float]] = {}
+    for m in data["measurements"]:
+        out.setdefault(m["key"], []).append(float(m["events_per_s"]))
+    return {key: out[key] for key in PARTS if key in out}
+
+
+def _targets_text(data: dict[str, Any]) -> str:
+    """``c/a 0.86 ≥ 0.8 met; …`` from the run's targets (files older than them: the ratios)."""
+    targets = data.get("targets")
+    if not targets:
+        return "; ".join(f"{k} = {v:,.2f}" for k, v in data.get("ratios", {}).items())
+    parts = []
+    for t in targets:
+        value = f"{t['value']:,.0f}" if t["value"] >= 1000 else f"{t['value']:,.2f}"
+        bar = f"{t['bar']:,.0f}" if t["bar"] >= 1000 else f"{t['bar']:g}"
+        verdict = "does not apply" if t["met"] is None else "met" if t["met"] else "NOT met"
+        parts.append(f"{t['name']} {value} ≥ {bar}: {verdict}")
+    return "; ".join(parts)
+
+
+def throughput(data: dict[str, Any]) -> Figure:
+    rates = _rates(data)
+    rounds = max((len(v) for v in rates.values()), default=0)
+    caption = (
+        f"Bars: the median of {rounds} rounds; dots: each round. " if rounds > 1 else ""
+    ) + f"Targets, on the medians: {_targets_text(data)}."
+    fig, (ax,) = plots.figure(1, "bench: events per second", caption, width=6.0)
+    for i, values in enumerate(rates.values()):
+        median = statistics.median(values)
+        ax.bar(i, median, width=0.6, color=plots.CYCLE[i], alpha=0.75)
+        ax.scatter([i] * len(values), values, color="black", s=14, zorder=3)
+        ax.annotate(
+            f"{median:,.0f}",
+            (i, max(values)),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+        )
+    ax.set_yscale("log")
+    if rates:  # bars start at a whole decade below the slowest round; room for labels above
+        slowest = min(min(v) for v in rates.values())
+        fastest = max(max(v) for v in rates.values())
+        ax.set_ylim(10 ** math.floor(math.log10(slowest)), fastest * 1.8)
+    ax.set_xticks(range(len(rates)), [PARTS[k] for k in rates], rotation=12)
+    ax.set_ylabel("events/s (log scale)")
+    return fig
+
+
+def cpu(data: dict[str, Any]) -> Figure:
+    per_part: dict[str, dict[str, float]] = data.get("cpu_us_per_event") or {}
+    panels = [[k for k in keys if k in per_part] for keys in CPU_PANELS]
+    panels = [keys for keys in panels if keys]
+    caption = (
+        "CPU µs per event, medians of the rounds, by part of the system, over exactly each "
+        "part's timed span (harness/cpu.py); idle is the CPU time no process used."
+    )
+    fig, axes = plots.figure(
+        max(len(panels), 1), "bench: where the CPU went", caption, width=4.2, sharey=False
+    )
+    drawn: dict[str, Any] = {}
+    for ax, keys in zip(axes, panels, strict=False):
+        bottoms = [0.0] * len(keys)
+        for role in STACK:
+            heights = [per_part[k].get(role, 0.0) for k in keys]
+            if any(heights):
+                drawn[role] = ax.bar(
+                    range(len(keys)), heights, bottom=bottoms, color=ROLE_COLOURS[role], width=0.6
+                )
+                bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+        ax.set_xticks(range(len(keys)), [PARTS[k] for k in keys], rotation=12)
+        ax.set_ylabel("CPU µs per event")
+    roles = [r for r in reversed(STACK) if r in drawn]  # top of the stack first
+    fig.legend([drawn[r] for r in roles], roles, loc="outside right upper", fontsize=8)
+    return fig
+
+
+CHARTS = {"bench_throughput.png": throughput, "bench_cpu.png": cpu}
+
+
+def write(run_dir: Path) -> list[Path]:
+    """Draw the run's charts from its ``bench.json`` into ``run_dir/plots``."""
+    data = json.loads((run_dir / "bench.json").read_text())
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    written = []
+    for filename, draw in CHARTS.items():
+        if filename == "bench_cpu.png" and not data.get("cpu_us_per_event"):
+            continue
+        draw(data).savefig(out / filename)
+        written.append(out / filename)
+    return written
