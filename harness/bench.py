@@ -381,6 +381,13 @@ def targets(measurements: list[Measurement]) -> list[Target]:
     return out
 
 
+def measurements_of(data: Mapping[str, Any]) -> list[Measurement]:
+    """The measurements of a parsed ``bench.json``, older ones included (before rounds
+    and CPU figures were recorded: one round, no CPU)."""
+    names = {f.name for f in dataclasses.fields(Measurement)}
+    return [Measurement(**{k: v for k, v in m.items() if k in names}) for m in data["measurements"]]
+
+
 def round_ratios(measurements: list[Measurement]) -> list[dict[str, float]]:
     """:func:`ratios` within each round."""
     rounds = sorted({m.round for m in measurements})

@@ -20,8 +20,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from harness import bench, plots
 from harness import cpu as cpu_mod
-from harness import plots
 
 PARTS = {
     "a": "(a) store ceiling",
@@ -49,34 +49,32 @@ ROLE_COLOURS = {
 }
 
 
-def _rates(data: dict[str, Any]) -> dict[str, list[float]]:
-    """Each part's events/s, one per round, in the order the parts were run."""
+def _rates(measured: list[bench.Measurement]) -> dict[str, list[float]]:
+    """Each part's events/s, one per round, in the order of :data:`PARTS`."""
     out: dict[str, list[float]] = {}
-    for m in data["measurements"]:
-        out.setdefault(m["key"], []).append(float(m["events_per_s"]))
+    for m in measured:
+        out.setdefault(m.key, []).append(m.events_per_s)
     return {key: out[key] for key in PARTS if key in out}
 
 
-def _targets_text(data: dict[str, Any]) -> str:
-    """``c/a 0.86 ≥ 0.8 met; …`` from the run's targets (files older than them: the ratios)."""
-    targets = data.get("targets")
-    if not targets:
-        return "; ".join(f"{k} = {v:,.2f}" for k, v in data.get("ratios", {}).items())
+def _targets_text(measured: list[bench.Measurement]) -> str:
+    """``c/a 0.86 ≥ 0.8: met; …``, judged on the medians as ``bench`` judges them."""
     parts = []
-    for t in targets:
-        value = f"{t['value']:,.0f}" if t["value"] >= 1000 else f"{t['value']:,.2f}"
-        bar = f"{t['bar']:,.0f}" if t["bar"] >= 1000 else f"{t['bar']:g}"
-        verdict = "does not apply" if t["met"] is None else "met" if t["met"] else "NOT met"
-        parts.append(f"{t['name']} {value} ≥ {bar}: {verdict}")
+    for t in bench.targets(measured):
+        value = f"{t.value:,.0f}" if t.value >= 1000 else f"{t.value:,.2f}"
+        bar = f"{t.bar:,.0f}" if t.bar >= 1000 else f"{t.bar:g}"
+        verdict = "met" if t.met else "NOT met"
+        parts.append(f"{t.name} {value} ≥ {bar}: {verdict if t.applies else 'does not apply'}")
     return "; ".join(parts)
 
 
 def throughput(data: dict[str, Any]) -> Figure:
-    rates = _rates(data)
+    measured = bench.measurements_of(data)
+    rates = _rates(measured)
     rounds = max((len(v) for v in rates.values()), default=0)
     caption = (
         f"Bars: the median of {rounds} rounds; dots: each round. " if rounds > 1 else ""
-    ) + f"Targets, on the medians: {_targets_text(data)}."
+    ) + f"Targets, on the medians: {_targets_text(measured)}."
     fig, (ax,) = plots.figure(1, "bench: events per second", caption, width=6.0)
     for i, values in enumerate(rates.values()):
         median = statistics.median(values)
