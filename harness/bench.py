@@ -359,6 +359,21 @@ class Target:
     def met(self) -> bool:
         return self.value >= self.bar
 
+    @property
+    def claim(self) -> str:
+        """``c/a 0.86 ≥ 0.8``, ``(c) events/s 125,014 ≥ 100,000``."""
+        return f"{self.name} {_figure(self.value)} ≥ {_figure(self.bar)}"
+
+    @property
+    def verdict(self) -> str:
+        if not self.applies:
+            return "does not apply"
+        return "met" if self.met else "NOT met"
+
+
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1000 else f"{value:,.2f}".rstrip("0").rstrip(".")
+
 
 #: (c) events/s that (c) must reach, unless (a) itself does not (then c/a is the bar)
 PIPELINE_EPS = 100_000.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,7 @@ def _rates(measured: list[bench.Measurement]) -> dict[str, list[float]]:
 
 def _targets_text(measured: list[bench.Measurement]) -> str:
     """``c/a 0.86 ≥ 0.8: met; …``, judged on the medians as ``bench`` judges them."""
-    parts = []
-    for t in bench.targets(measured):
-        value = f"{t.value:,.0f}" if t.value >= 1000 else f"{t.value:,.2f}"
-        bar = f"{t.bar:,.0f}" if t.bar >= 1000 else f"{t.bar:g}"
-        verdict = "met" if t.met else "NOT met"
-        parts.append(f"{t.name} {value} ≥ {bar}: {verdict if t.applies else 'does not apply'}")
-    return "; ".join(parts)
+    return "; ".join(f"{t.claim}: {t.verdict}" for t in bench.targets(measured))
 
 
 def throughput(data: dict[str, Any]) -> Figure:
@@ -125,18 +120,23 @@ def cpu(data: dict[str, Any]) -> Figure:
     return fig
 
 
-CHARTS = {"bench_throughput.png": throughput, "bench_cpu.png": cpu}
+#: file name, how to draw it, and whether a run has the data for it
+CHARTS: tuple[
+    tuple[str, Callable[[dict[str, Any]], Figure], Callable[[dict[str, Any]], bool]], ...
+] = (
+    ("bench_throughput.png", throughput, lambda data: bool(data.get("measurements"))),
+    ("bench_cpu.png", cpu, lambda data: bool(data.get("cpu_us_per_event"))),
+)
 
 
 def write(run_dir: Path) -> list[Path]:
-    """Draw the run's charts from its ``bench.json`` into ``run_dir/plots``."""
+    """Draw the charts the run's ``bench.json`` has the data for into ``run_dir/plots``."""
     data = json.loads((run_dir / "bench.json").read_text())
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     written = []
-    for filename, draw in CHARTS.items():
-        if filename == "bench_cpu.png" and not data.get("cpu_us_per_event"):
-            continue
-        draw(data).savefig(out / filename)
-        written.append(out / filename)
+    for filename, draw, applies in CHARTS:
+        if applies(data):
+            draw(data).savefig(out / filename)
+            written.append(out / filename)
     return written

@@ -338,12 +338,9 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
 
 
 def _target_text(target: Any) -> str:
-    """``c/a 0.91 ≥ 0.8 met``, or why a target does not apply."""
-    value = f"{target.value:,.0f}" if target.value >= 1000 else f"{target.value:,.2f}"
-    text = f"{target.name} {value} ≥ {target.bar:,.{0 if target.bar >= 1000 else 1}f}"
-    if not target.applies:
-        return f"{text} [dim](not the bar: (a) is below it too)[/dim]"
-    return f"{text} " + ("[green]met[/green]" if target.met else "[red]NOT met[/red]")
+    """``c/a 0.91 ≥ 0.8 met``, coloured by its verdict."""
+    colour = {"met": "green", "NOT met": "red"}.get(target.verdict, "dim")
+    return f"{target.claim} [{colour}]{target.verdict}[/{colour}]"
 
 
 def _new_run_dir(settings: Settings, kind: str, run_id: str | None) -> Path:

@@ -57,11 +57,15 @@ def test_targets_are_judged_on_the_medians() -> None:
     assert got["c/b"].met and got["d/b"].met  # exactly 60 and 2.0 against 60 and 1.5
     # (a) stays below 100,000 events/s: the pipeline's own figure is not the bar, c/a is
     assert not got["(c) events/s"].met and not got["(c) events/s"].applies
+    assert got["(c) events/s"].verdict == "does not apply"
 
 
 def test_the_pipeline_must_reach_100k_when_the_database_alone_does() -> None:
     fast = [m("a", 120_000, 0), m("b", 1_000, 0), m("c", 99_000, 0), m("d", 1_400, 0)]
     got = {t.name: t for t in targets(fast)}
     assert got["(c) events/s"].applies and not got["(c) events/s"].met
+    assert got["(c) events/s"].claim == "(c) events/s 99,000 ≥ 100,000"
+    assert got["(c) events/s"].verdict == "NOT met"
+    assert (got["c/a"].claim, got["c/a"].verdict) == ("c/a 0.82 ≥ 0.8", "met")
     assert got["c/a"].met and not got["d/b"].met
     assert [t.name for t in targets([m("c", 1.0, 0), m("b", 1.0, 0)])] == ["c/b"]
