@@ -20,7 +20,6 @@ import ray
 import uvicorn
 
 from harness import broker as broker_mod
-from harness import latency
 from harness.config import Settings
 from harness.consumer import Consumer, ConsumerConfig
 from harness.faults import CONSUMER_APPLICATION
@@ -82,6 +81,10 @@ class ConsumerActor:
         self.runner = _Runner()
         self.consumer: Consumer | None = None
 
+    def ready(self) -> str:
+        """Answers once the actor's process is up; returns the node it runs on."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def start(
         self,
         config: ConsumerConfig,
@@ -119,16 +122,13 @@ class ConsumerActor:
         }
 
     def stop(self) -> dict[str, Any]:
-        """Finish the batch in hand, disconnect, and report (with the latency histogram)."""
+        """Finish the batch in hand, disconnect, and report (with the latency histograms)."""
         self.runner.stop()
         if self.consumer is None:
             return {}
         self.consumer.store.close()
         self.consumer.broker.client.close()
-        return {
-            **self.progress(),
-            "histogram": latency.encode(self.consumer.stats.histogram),
-        }
+        return {**self.progress(), "latencies": self.consumer.stats.encoded_latencies()}
 
 
 @ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0)
@@ -140,6 +140,10 @@ class PublisherActor:
         self.runner = _Runner()
         self.publisher: Publisher | HttpPublisher | None = None
         self._close: Any = None
+
+    def ready(self) -> str:
+        """Answers once the actor's process is up; returns the node it runs on."""
+        return str(ray.get_runtime_context().get_node_id())
 
     def start(
         self,
@@ -176,6 +180,7 @@ class PublisherActor:
             "http_retries": getattr(stats, "retries", 0),
             "resent": stats.resent,
             "resent_uncertain": stats.resent_uncertain,
+            **stats.per_second(),
             "rss_peak_mb": _rss_peak_mb(),
             "running": self.runner.running,
             "error": self.runner.error,

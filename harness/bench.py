@@ -261,7 +261,7 @@ def pipeline(
             key,
             name,
             result.events_published,
-            result.duration_s,
+            result.elapsed_s,
             result.invariant_ok,
             detail,
             started_ns=result.started_ns,

@@ -80,6 +80,15 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
+def stamps(created_ns: int | Sequence[int] | None, n: int) -> list[bytes]:
+    """The ``FIELD_CREATED_NS`` value of each of ``n`` entries."""
+    if created_ns is None or isinstance(created_ns, int):
+        return [str(time.time_ns() if created_ns is None else created_ns).encode()] * n
+    if len(created_ns) != n:
+        raise ValueError(f"{len(created_ns)} time stamps for {n} entries")
+    return [str(t).encode() for t in created_ns]
+
+
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
@@ -95,7 +104,7 @@ class Broker(Protocol):
     def reset(self) -> None: ...
     def ensure_group(self) -> None: ...
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
     ) -> int: ...
     def read(
         self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
@@ -156,12 +165,15 @@ class StreamBroker:
     # -- publishing -------------------------------------------------------------------
 
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
     ) -> int:
-        """XADD each ``(encoded events, count)`` in one pipelined round trip."""
-        stamp = str(time.time_ns() if created_ns is None else created_ns).encode()
+        """XADD each ``(encoded events, count)`` in one pipelined round trip.
+
+        ``created_ns``: when the entries' events were made or due (one time for all, or
+        one per entry); latency runs from it. Now, when not given.
+        """
         pipe = self.client.pipeline(transaction=False)
-        for payload, count in entries:
+        for (payload, count), stamp in zip(entries, stamps(created_ns, len(entries)), strict=True):
             pipe.xadd(
                 self.keys.stream,
                 {FIELD_EVENTS: payload, FIELD_COUNT: str(count).encode(), FIELD_CREATED_NS: stamp},

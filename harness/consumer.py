@@ -51,6 +51,11 @@ class ConsumerConfig:
     prefetch_events: int = 100
     #: fault injection: exit the process, unacknowledged, after this many commits
     crash_after_commits: int | None = None
+    #: the trial's clock origin (wall clock, ns). When set, latencies are kept per whole
+    #: second since it (by when each event was due) and commits are counted per second
+    #: (by when they committed), for the steady window; 0 (a long-running service): one
+    #: latency histogram, no per-second data.
+    origin_ns: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.entry_size < 1:
@@ -92,6 +97,28 @@ class ConsumerStats:
     last_commit_ns: int = 0
     retries: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     histogram: Any = dataclasses.field(default_factory=latency.new)
+    #: with an origin: latency histograms by second the events were due in, and events
+    #: committed by second of commit (seconds since the origin)
+    latency_by_second: dict[int, Any] = dataclasses.field(default_factory=dict)
+    committed_by_second: collections.Counter[int] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+
+    def record_latency(self, origin_ns: int, due_ns: int, micros: int, events: int) -> None:
+        if not origin_ns:
+            latency.record(self.histogram, micros, events)
+            return
+        second = max(0, (due_ns - origin_ns) // 1_000_000_000)
+        hist = self.latency_by_second.get(second)
+        if hist is None:
+            hist = self.latency_by_second[second] = latency.new(latency.PER_SECOND_DIGITS)
+        latency.record(hist, micros, events)
+
+    def encoded_latencies(self) -> dict[int, str]:
+        """The per-second histograms (or the one histogram, as second 0) as text."""
+        if not self.latency_by_second:
+            return {0: latency.encode(self.histogram)} if self.histogram.total_count else {}
+        return {s: latency.encode(h) for s, h in self.latency_by_second.items()}
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -106,6 +133,7 @@ class ConsumerStats:
             "reconnects": self.reconnects,
             "last_commit_ns": self.last_commit_ns,
             "retries": dict(self.retries),
+            "committed_by_second": dict(self.committed_by_second),
         }
 
 
@@ -310,12 +338,18 @@ class Consumer:
         self.stats.retries.update(result.retries)
         self.stats.redelivered += result.uncertain
         self.stats.uncertain += result.uncertain
+        origin = self.config.origin_ns
+        if origin:
+            self.stats.committed_by_second[max(0, (committed_ns - origin) // 1_000_000_000)] += (
+                result.received
+            )
         for delivery, evs in items:
             if delivery.redelivered:
                 self.stats.redelivered += len(evs)
-            if delivery.created_ns and evs:
-                micros = (committed_ns - delivery.created_ns) // 1000
-                latency.record(self.stats.histogram, micros, len(evs))
+            created = delivery.created_ns
+            if created and evs:
+                micros = (committed_ns - created) // 1000
+                self.stats.record_latency(origin, created, micros, len(evs))
         committed.extend(ids)
         return len(batch)
 

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -84,6 +85,15 @@ class TrialParams:
     #: starts (the trial then times the pipeline, not the load generator; ``bench`` runs
     #: its pipeline so, as its store ceiling is fed batches made before its clock starts)
     generate: str = "inline"
+    #: events/s offered by all publishers together, on an open-loop schedule; 0: each
+    #: publisher sends its slice as fast as it can (a burst)
+    rate: float = 0.0
+    #: with a rate: how long the load is offered (``events`` follows: rate × duration)
+    duration_s: float = 10.0
+    #: with a rate: the first seconds, left out of the measured window
+    warmup_s: float = 2.0
+    #: with a rate: the window is *sustained* only if its p99 latency is within this
+    slo_p99_ms: float = 100.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -103,6 +113,7 @@ class TrialParams:
             raise ExperimentError(f"duplicate_rate must be in [0, 1), got {self.duplicate_rate}")
         if self.timeout_s <= 0:
             raise ExperimentError(f"timeout_s must be > 0, got {self.timeout_s}")
+        self._check_load()
         try:
             object.__setattr__(self, "isolation", Isolation.parse(self.isolation).value)
             object.__setattr__(self, "counter", CounterStrategy.parse(self.counter).value)
@@ -118,6 +129,34 @@ class TrialParams:
             raise ExperimentError("ingress = http writes to the stream: it needs broker = stream")
         if self.ingress == "http" and self.fault == "redis-restart":
             raise ExperimentError("fault = redis-restart runs its own Redis: use ingress = redis")
+
+    def _check_load(self) -> None:
+        """The open-loop parameters; with a rate, ``events`` is set from it."""
+        for name in ("rate", "warmup_s"):
+            if not getattr(self, name) >= 0:
+                raise ExperimentError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        for name in ("duration_s", "slo_p99_ms"):
+            if not getattr(self, name) > 0:
+                raise ExperimentError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.rate:
+            return
+        if math.floor(self.duration_s) - math.ceil(self.warmup_s) < 1:
+            raise ExperimentError(
+                f"duration_s ({self.duration_s:g}) must exceed warmup_s ({self.warmup_s:g}) by "
+                "at least one whole second: the measured window"
+            )
+        if self.generate != "inline":
+            raise ExperimentError(
+                "generate = ahead times a burst; with a rate, events are made as they fall due"
+            )
+        events = round(self.rate * self.duration_s)
+        if events < 1:
+            raise ExperimentError(f"rate × duration_s is {events} events: nothing to send")
+        object.__setattr__(self, "events", events)
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate > 0
 
     def digest(self, seed: int) -> str:
         """A short stable hash of the resolved parameters and seed (identifies a trial)."""
@@ -199,7 +238,9 @@ class Experiment:
         return dataclasses.replace(self, params=params, sweep=sweep, **top)
 
     def quick(self, factor: int = 10, floor: int = 1000) -> Experiment:
-        """The same sweep with ``factor`` times fewer events (at least ``floor``)."""
+        """The same sweep with ``factor`` times fewer events (at least ``floor``); open-loop
+        trials offer their rates for ``factor`` times less time (at least 4 s, with at
+        most 1 s of warm-up)."""
 
         def shrink(events: Any) -> int:
             return max(floor, int(coerce("events", events)) // factor)
@@ -209,6 +250,13 @@ class Experiment:
         if "events" in sweep:
             sweep["events"] = [shrink(e) for e in sweep["events"]]
             params.pop("events")
+        # Open-loop trials are as long as their load: shorten the load, keep the rates.
+        for name, short, floor_s in (("duration_s", 1 / factor, 4.0), ("warmup_s", 0.0, 1.0)):
+            if name in sweep:
+                sweep[name] = [min(float(v), max(floor_s, float(v) * short)) for v in sweep[name]]
+            else:
+                value = float(params.get(name, FIELDS[name].default))
+                params[name] = min(value, max(floor_s, value * short))
         return dataclasses.replace(self, params=params, sweep=sweep)
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import orjson
 from harness.generator import Generator
 from harness.publisher import PublisherStats, PublishPlan
 from harness.retry import RetryPolicy
+from harness.schedule import Pacer, Schedule
 
 #: HTTP statuses worth another try: too many requests, and server-side trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -101,8 +102,29 @@ class HttpPublisher:
             self._sleep(wait if wait is not None else self.retry.delay(failures, self._chance()))
 
     def run(self, plan: PublishPlan, stop: threading.Event | None = None) -> HttpPublisherStats:
-        """Send the plan's slice in batches of ``plan.pipeline`` events per request."""
+        """Send the plan's slice in batches of ``plan.pipeline`` events per request: back to
+        back, or with a rate, what has fallen due (up to ``pipeline`` events) in each."""
         generator = Generator(plan.workload)
+        if plan.rate:
+            ordinals = generator.ordinals(plan.start, plan.stop).tolist()
+            origin = plan.origin_ns or self._clock_ns()
+            pacer = Pacer(
+                plan.events,
+                plan.pipeline,
+                schedule=Schedule(origin, plan.rate, plan.events),
+                clock_ns=self._clock_ns,
+                sleep=self._sleep,
+            )
+            for round_ in pacer.rounds():
+                if stop is not None and stop.is_set():
+                    break
+                part = ordinals[round_.first : round_.first + round_.count]
+                body = orjson.dumps({"events": [generator.event(u) for u in part]})
+                self.post(body, created_ns=round_.intended_ns)
+                self.stats.sent(
+                    len(part), len(part), self._clock_ns(), plan.origin_ns, round_.lag_ns
+                )
+            return self.stats
         bodies: Iterator[tuple[bytes, int]] = (
             (orjson.dumps({"events": [generator.event(u) for u in part]}), len(part))
             for part in generator.ordinal_groups(plan.start, plan.stop, plan.pipeline)
@@ -113,11 +135,8 @@ class HttpPublisher:
             if stop is not None and stop.is_set():
                 break
             created_ns = self._clock_ns()
-            if not self.stats.first_publish_ns:
-                self.stats.first_publish_ns = created_ns
             self.post(body, created_ns=created_ns)
-            self.stats.events += count
-            self.stats.entries += count
+            self.stats.sent(count, count, created_ns, plan.origin_ns)
         return self.stats
 
 

@@ -7,13 +7,12 @@ The ``broker = list`` axis shows that loss in numbers next to the stream's none.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 
-from harness.broker import FIELD_COUNT, FIELD_CREATED_NS, FIELD_EVENTS, Backlog, Delivery
+from harness.broker import FIELD_COUNT, FIELD_CREATED_NS, FIELD_EVENTS, Backlog, Delivery, stamps
 from harness.keys import Keys
 
 _SEPARATOR = b"\n"
@@ -34,12 +33,15 @@ class ListBroker:
         pass
 
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | None = None
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
     ) -> int:
-        stamp = str(time.time_ns() if created_ns is None else created_ns).encode()
         if entries:
             # "created_ns\n<events json>": the list holds plain strings
-            self.client.rpush(self.keys.queue, *(stamp + _SEPARATOR + p for p, _ in entries))
+            marks = stamps(created_ns, len(entries))
+            self.client.rpush(
+                self.keys.queue,
+                *(stamp + _SEPARATOR + p for (p, _), stamp in zip(entries, marks, strict=True)),
+            )
         return len(entries)
 
     def read(

@@ -547,12 +547,12 @@ def throughput_over_time(run: Run) -> Figure:
 
 def describe_throughput_over_time(run: Run) -> str:
     t, steps = stats.frame(run), stats.rates(run)
-    longest = _row(t, t["duration_s"].idxmax())
+    longest = _row(t, t["elapsed_s"].idxmax())
     config = ", ".join(named(a, longest[a]) for a in stats.swept(run, t))
     return (
         f"Commit rates between samples range from {steps['rate_eps'].min():,.0f} to "
         f"{steps['rate_eps'].max():,.0f} events/s; trials last "
-        f"{t['duration_s'].min():.1f}–{t['duration_s'].max():.1f} s"
+        f"{t['elapsed_s'].min():.1f}–{t['elapsed_s'].max():.1f} s"
         + (f", the longest being trial {longest['trial']} ({config})." if config else ".")
     )
 

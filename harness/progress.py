@@ -54,10 +54,12 @@ class LiveProgress:
         pub_rate = (sample.published - base.published) / span if span > 0 else 0.0
         com_rate = (sample.committed - base.committed) / span if span > 0 else 0.0
         self._last = sample
+        phase = "" if sample.phase == "burst" else f"{PHASES.get(sample.phase, sample.phase)}  "
         if self._live is not None:
             self._live.update(
                 Text(
-                    f"{self._label}  {sample.elapsed_s:5.1f}s  published {sample.published:,} "
+                    f"{self._label}  {phase}{sample.elapsed_s:5.1f}s  "
+                    f"published {sample.published:,} "
                     f"({pub_rate:,.0f}/s)  committed {sample.committed:,} ({com_rate:,.0f}/s)  "
                     f"backlog {sample.backlog:,}  retries {sample.retries:,}"
                 )
@@ -84,11 +86,32 @@ class LiveProgress:
             verdict = "[bold red]FAILED[/bold red]: " + (
                 result.error or "; ".join(result.violations)
             )
-        self.console.print(
-            f"{self._label}  {result.events_published:,} events in {result.duration_s:.2f}s "
-            f"= {result.throughput_eps:,.0f} events/s, p99 {_ms(result.latency_p99_ms)}  {verdict}",
-            highlight=False,
+        self.console.print(f"{self._label}  {finished_line(result)}  {verdict}", highlight=False)
+
+
+#: how the live line names a phase of an open-loop trial
+PHASES = {"warmup": "warming up", "window": "measuring", "drain": "draining"}
+
+
+def finished_line(result: TrialResult) -> str:
+    """What a finished trial did, in one line: the window's figures for an open-loop
+    trial, the burst's for the others."""
+    st = result.steady
+    if st.sustained is None:
+        return (
+            f"{result.events_published:,} events in {result.elapsed_s:.2f}s "
+            f"= {result.throughput_eps:,.0f} events/s, p99 {_ms(result.latency_p99_ms)}"
         )
+    held = (
+        "[green]sustained[/green]"
+        if st.sustained
+        else "[yellow]not sustained[/yellow] (" + "; ".join(st.not_sustained) + ")"
+    )
+    return (
+        f"offered {st.offered_eps:,.0f}/s: committed {st.steady_eps:,.0f}/s over a "
+        f"{st.window_s:g} s window, p50 {_ms(st.steady_p50_ms)}, p99 {_ms(st.steady_p99_ms)}, "
+        f"p99.9 {_ms(st.steady_p999_ms)}; {held}"
+    )
 
 
 def _ms(value: float) -> str:
@@ -104,6 +127,7 @@ def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Tab
     columns = list(varying) or ["publishers", "consumers", "isolation", "batch_size"]
     for name in columns:
         table.add_column(name)
+    open_loop = any(r.steady.sustained is not None for r in results)
     for name in (
         "events",
         "received",
@@ -116,9 +140,12 @@ def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Tab
         "p50 ms",
         "p99 ms",
         "retries",
+        *(["sustained"] if open_loop else []),
         "invariants",
     ):
         table.add_column(name, justify="right")
+    if open_loop:
+        table.caption = "events/s, p50 and p99: the measured window of open-loop trials"
     for r in results:
         if not r.invariant_ok:
             ok = "[red]FAIL[/red]"
@@ -135,10 +162,23 @@ def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Tab
             f"{r.db_rows:,}",
             str(r.lost),
             str(r.double_applied),
-            f"{r.throughput_eps:,.0f}",
-            _num(r.latency_p50_ms),
-            _num(r.latency_p99_ms),
+            *_speed(r),
             str(r.retries),
+            *([_sustained(r)] if open_loop else []),
             ok,
         )
     return table
+
+
+def _speed(r: TrialResult) -> tuple[str, str, str]:
+    """events/s, p50 and p99: the window's for an open-loop trial, else the whole trial's."""
+    st = r.steady
+    if st.sustained is None:
+        return f"{r.throughput_eps:,.0f}", _num(r.latency_p50_ms), _num(r.latency_p99_ms)
+    return f"{st.steady_eps:,.0f}", _num(st.steady_p50_ms), _num(st.steady_p99_ms)
+
+
+def _sustained(r: TrialResult) -> str:
+    if r.steady.sustained is None:
+        return "–"
+    return "[green]yes[/green]" if r.steady.sustained else "[yellow]no[/yellow]"

@@ -1,7 +1,13 @@
-"""A publisher: its slice of the workload, packed into stream entries, XADDed in pipelines."""
+"""A publisher: its slice of the workload, packed into stream entries, XADDed in pipelines.
+
+Without a rate it sends its slice as fast as it can (a burst). With one it keeps an
+open-loop schedule (:mod:`harness.schedule`): each entry is stamped with the time its
+first event was due, and latency runs from there.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -12,6 +18,7 @@ import redis
 
 from harness.broker import Broker
 from harness.generator import Generator, Workload
+from harness.schedule import NS, Pacer, Schedule
 
 #: When publishers make their events (a trial parameter): as they go, or all before
 #: their first send (:attr:`PublishPlan.ahead`).
@@ -37,20 +44,38 @@ class PublishPlan:
     #: ``bench``'s (a) is timed. Holds the slice's wire form in memory (~230 bytes an
     #: event at 100-byte payloads), so it is for benchmarks, not for 10M-event trials.
     ahead: bool = False
+    #: events/s this publisher offers on an open-loop schedule; 0: as fast as it can
+    rate: float = 0.0
+    #: the trial's clock origin (wall clock, ns): an open-loop schedule starts there, and
+    #: sends are counted by whole seconds since it. 0: the publisher's first send.
+    origin_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rate < 0:
+            raise ValueError(f"rate must be ≥ 0, got {self.rate}")
+        if self.rate and self.ahead:
+            raise ValueError("an open-loop publisher makes its entries as they fall due")
+
+    @property
+    def events(self) -> int:
+        return self.stop - self.start
 
     @staticmethod
-    def split(workload: Workload, publishers: int, **kwargs: Any) -> list[PublishPlan]:
-        """Contiguous, near-equal slices, one per publisher."""
+    def split(
+        workload: Workload, publishers: int, *, rate: float = 0.0, **kwargs: Any
+    ) -> list[PublishPlan]:
+        """Contiguous, near-equal slices, one per publisher. ``rate`` (events/s, all
+        publishers together) is shared in proportion to the slices, so that every
+        publisher's schedule ends at the same time."""
         n = workload.events
-        return [
-            PublishPlan(
-                workload=workload,
-                start=i * n // publishers,
-                stop=(i + 1) * n // publishers,
-                **kwargs,
+        plans = []
+        for i in range(publishers):
+            start, stop = i * n // publishers, (i + 1) * n // publishers
+            share = rate * (stop - start) / n if n else 0.0
+            plans.append(
+                PublishPlan(workload=workload, start=start, stop=stop, rate=share, **kwargs)
             )
-            for i in range(publishers)
-        ]
+        return plans
 
 
 @dataclasses.dataclass
@@ -64,6 +89,26 @@ class PublisherStats:
     resent: int = 0
     #: events sent again after a real connection error (perhaps in Redis twice)
     resent_uncertain: int = 0
+    #: events sent, by whole second of wall-clock send time since the trial's origin
+    sent_by_second: collections.Counter[int] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    #: how late the latest round sent in each second went out against its schedule, at
+    #: most (ms)
+    lag_by_second: dict[int, float] = dataclasses.field(default_factory=dict)
+
+    def sent(self, events: int, entries: int, now_ns: int, origin_ns: int, lag_ns: int = 0) -> None:
+        """Count a round that went out at ``now_ns``, ``lag_ns`` behind its schedule."""
+        if not self.first_publish_ns:
+            self.first_publish_ns = now_ns
+        second = max(0, (now_ns - (origin_ns or self.first_publish_ns)) // NS)
+        self.sent_by_second[second] += events
+        self.lag_by_second[second] = max(self.lag_by_second.get(second, 0.0), lag_ns / 1e6)
+        self.events += events
+        self.entries += entries
+
+    def per_second(self) -> dict[str, dict[int, Any]]:
+        return {"sent_by_second": dict(self.sent_by_second), "lag_by_second": self.lag_by_second}
 
 
 class Publisher:
@@ -80,6 +125,8 @@ class Publisher:
         self._sleep = sleep
 
     def run(self, plan: PublishPlan, stop: threading.Event | None = None) -> PublisherStats:
+        if plan.rate:
+            return self._run_on_schedule(plan, stop)
         rounds = self._rounds(plan)
         if plan.ahead:
             rounds = iter(list(rounds))
@@ -89,11 +136,35 @@ class Publisher:
                 break
             self._wait_for_room(plan.max_backlog)
             created_ns = self._clock_ns()
-            if not self.stats.first_publish_ns:
-                self.stats.first_publish_ns = created_ns
             self._publish(entries, created_ns, lose_reply=number in lost)
-            self.stats.events += sum(count for _, count in entries)
-            self.stats.entries += len(entries)
+            self.stats.sent(sum(n for _, n in entries), len(entries), created_ns, plan.origin_ns)
+        return self.stats
+
+    def _run_on_schedule(self, plan: PublishPlan, stop: threading.Event | None) -> PublisherStats:
+        """Send each event when it falls due; what is overdue goes out at once, in rounds
+        of up to ``pipeline`` entries, stamped with the times it was due."""
+        generator = Generator(plan.workload)
+        ordinals = generator.ordinals(plan.start, plan.stop)
+        origin = plan.origin_ns or self._clock_ns()
+        pacer = Pacer(
+            plan.events,
+            plan.entry_size * plan.pipeline,
+            schedule=Schedule(origin, plan.rate, plan.events),
+            clock_ns=self._clock_ns,
+            sleep=self._sleep,
+        )
+        lost = frozenset(plan.lose_replies)
+        for number, round_ in enumerate(pacer.rounds()):
+            if stop is not None and stop.is_set():
+                break
+            part = ordinals[round_.first : round_.first + round_.count]
+            groups = [part[i : i + plan.entry_size] for i in range(0, len(part), plan.entry_size)]
+            entries = [(generator.encoded_entry(g), len(g)) for g in groups]
+            stamps = pacer.stamps(round_, plan.entry_size)
+            self._publish(entries, stamps, lose_reply=number in lost)
+            self.stats.sent(
+                round_.count, len(entries), self._clock_ns(), plan.origin_ns, round_.lag_ns
+            )
         return self.stats
 
     @staticmethod
@@ -106,7 +177,7 @@ class Publisher:
             yield [(generator.encoded_entry(part), len(part)) for part in parts]
 
     def _publish(
-        self, entries: list[tuple[bytes, int]], created_ns: int, *, lose_reply: bool
+        self, entries: list[tuple[bytes, int]], created_ns: int | list[int], *, lose_reply: bool
     ) -> None:
         """XADD a round, again until Redis confirms it: at-least-once publishing."""
         events = sum(count for _, count in entries)

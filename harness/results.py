@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiment import Trial
+from harness.steady import SteadyState
 
-#: Bumped when the columns or meta.json change meaning.
-RESULTS_FORMAT = 1
+#: Bumped when the columns or meta.json change meaning. 2: the steady window's columns
+#: (``rate`` … ``not_sustained``), and timeseries.csv a row per second from the actors.
+RESULTS_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -33,9 +35,9 @@ class TrialResult:
     double_applied: int
     redelivered: int
     rejected: int
-    duration_s: float
+    elapsed_s: float
     #: wall clock (ns since the epoch) of the first publish and the last commit, the span
-    #: ``duration_s`` measures; 0 when unknown. Not written to trials.csv.
+    #: ``elapsed_s`` measures; 0 when unknown. Not written to trials.csv.
     started_ns: int = 0
     ended_ns: int = 0
     #: time to empty the table, zero the counters and recreate the stream and group
@@ -68,6 +70,8 @@ class TrialResult:
     rss_peak_mb: float = math.nan
     #: Redis used_memory, the highest the driver saw (sampled each second, MiB)
     redis_peak_mb: float = math.nan
+    #: the measured window of an open-loop trial (all NaN for a burst)
+    steady: SteadyState = dataclasses.field(default_factory=SteadyState)
     error: str | None = None
 
     @property
@@ -76,7 +80,7 @@ class TrialResult:
 
     @property
     def throughput_eps(self) -> float:
-        return self.events_published / self.duration_s if self.duration_s > 0 else math.nan
+        return self.events_published / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
     def row(self) -> dict[str, Any]:
         p = self.trial.params
@@ -107,13 +111,14 @@ class TrialResult:
             "invariant_ok": self.invariant_ok,
             "anomaly": bool(self.anomalies),
             "lost_updates": self.lost_updates,
-            "duration_s": round(self.duration_s, 4),
+            "elapsed_s": round(self.elapsed_s, 4),
             "throughput_eps": round(self.throughput_eps, 1),
             "reset_s": round(self.reset_s, 4),
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p95_ms": self.latency_p95_ms,
             "latency_p99_ms": self.latency_p99_ms,
             "latency_max_ms": self.latency_max_ms,
+            **self.steady.row(),
             "retries": self.retries,
             "serialization_failures": self.serialization_failures,
             "deadlocks": self.deadlocks,

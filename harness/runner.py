@@ -1,8 +1,9 @@
-"""Runs trials: reset → start consumers → publish → drain → verify → record.
+"""Runs trials, phase by phase: set up → offer load → drain → collect → verify.
 
 The driver only orchestrates. Actors publish and consume by themselves; the driver
-polls their counters a few times a second for the live line and the time series, and
-learns when the stream is drained from Redis.
+polls their counters a few times a second for the live line and to inject faults, and
+learns when the stream is drained from Redis. The figures come from what the actors
+counted themselves, second by second (:mod:`harness.steady`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ray.exceptions import RayActorError
 from harness import broker as broker_mod
 from harness import faults as faults_mod
 from harness import invariants, latency
+from harness import steady as steady_mod
 from harness.actors import ConsumerActor, PublisherActor, ServiceActor
 from harness.config import Settings
 from harness.consumer import ConsumerConfig
@@ -36,6 +38,7 @@ from harness.publisher import PublishPlan
 from harness.redis_server import ManagedRedis
 from harness.results import TrialResult
 from harness.retry import DEADLOCK_DETECTED, SERIALIZATION_FAILURE
+from harness.steady import PerSecond, SteadyState, Window
 from harness.store import Store, Verification
 
 POLL_S = 0.1
@@ -44,6 +47,9 @@ POLL_S = 0.1
 #: measured duration runs from the actors' own time stamps, not from the polls
 POLL_MAX_S = 1.0
 SAMPLE_S = 1.0
+#: an open-loop schedule starts this long after the trial's set-up, so that every
+#: publisher is running when the first event falls due
+START_LEAD_NS = 500_000_000
 
 
 class TrialError(RuntimeError):
@@ -59,10 +65,60 @@ class Sample:
     committed: int
     retries: int
     consumers_alive: int
+    #: ``warmup``, ``window`` or ``drain`` of an open-loop trial; ``burst`` otherwise
+    phase: str = "burst"
 
     @property
     def backlog(self) -> int:
         return max(0, self.published - self.committed)
+
+
+@dataclasses.dataclass(kw_only=True)
+class _TrialState:
+    """What the phases of one trial share while it runs."""
+
+    trial: Trial
+    workload: Workload
+    brokers: dict[str, broker_mod.Broker]
+    broker: broker_mod.Broker
+    redis_url: str
+    #: consumer actors by index; a killed one is replaced under its index
+    alive: dict[int, Any]
+    publishers: list[Any]
+    configs: list[ConsumerConfig]
+    consumer_setup: dict[str, Any]
+    fault: FaultPlan
+    lost_rounds: list[tuple[int, ...]]
+    plans: list[PublishPlan]
+    #: wall clock (ns) the trial's seconds count from
+    origin_ns: int
+    window: Window | None
+    nodes: list[str]
+    victims: random.Random
+    reset_s: float
+    redis_peak: float
+    started: float = 0.0
+    last_sample: float = 0.0
+    injected: int = 0
+    #: last known counts of killed consumers, summed, and their last reports
+    dead: dict[str, int] = dataclasses.field(default_factory=dict)
+    dead_reports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    last_consumer_reports: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    samples: list[Sample] = dataclasses.field(default_factory=list)
+
+
+def _timeseries(per_second: PerSecond, run: _TrialState) -> list[dict[str, Any]]:
+    """A row per second of the trial (see :meth:`PerSecond.series`), with the retries and
+    live consumers the driver last saw by the end of that second."""
+    rows = per_second.series(run.window)
+    samples = sorted(run.samples, key=lambda x: x.elapsed_s)
+    retries, alive = 0, len(run.alive)
+    for row in rows:
+        while samples and samples[0].elapsed_s <= row["elapsed_s"]:
+            seen = samples.pop(0)
+            retries, alive = seen.retries, seen.consumers_alive
+        row |= {"retries": retries, "consumers_alive": alive}
+    return rows
 
 
 class Progress(Protocol):
@@ -173,9 +229,23 @@ class Runner:
         self.progress.trial_finished(result)
         return result, timeseries
 
+    # -- the phases of a trial ----------------------------------------------------------
+    #
+    # set up → offer load (warm-up, then the measured window, or a burst) → drain →
+    # collect (stop the actors, gather what they counted, measure the window) → verify.
+
     def _execute(
         self, trial: Trial, workload: Workload, timeseries: list[dict[str, Any]]
     ) -> dict[str, Any]:
+        run = self._set_up(trial, workload)
+        self._offer_load(run)
+        self._drain(run)
+        outcome = self._collect(run)
+        timeseries.extend(outcome.pop("timeseries"))
+        return outcome
+
+    def _set_up(self, trial: Trial, workload: Workload) -> _TrialState:
+        """Reset the stores, start the consumers, plan each publisher's slice."""
         p = trial.params
         brokers, redis_url = self.brokers, self.settings.redis_url
         if p.fault == "redis-restart":
@@ -197,6 +267,10 @@ class Runner:
         reset_s = self._clock() - reset_from
         consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
         publishers = self._actors(self._publishers, PublisherActor, p.publishers)
+        ray.get([a.ready.remote() for a in [*consumers, *publishers]])  # new ones start slowly
+        # The trial's clock origin: an open-loop schedule starts a moment from now, when
+        # every actor is running; a burst starts when its publishers do.
+        origin_ns = time.time_ns() + (START_LEAD_NS if p.open_loop else 0)
         configs = [
             ConsumerConfig(
                 name=f"consumer-{i}",
@@ -204,10 +278,11 @@ class Runner:
                 entry_size=p.entry_size,
                 claim_idle_ms=p.claim_idle_ms,
                 shard=i,  # used by the sharded counter strategy only
+                origin_ns=origin_ns,
             )
             for i in range(p.consumers)
         ]
-        consumer_setup = {
+        setup = {
             "isolation": p.isolation,
             "prefix": self.keys.prefix,
             "counter": p.counter,
@@ -215,10 +290,7 @@ class Runner:
             "redis_url": redis_url,
         }
         nodes = ray.get(
-            [
-                c.start.remote(cfg, **consumer_setup)
-                for c, cfg in zip(consumers, configs, strict=True)
-            ]
+            [c.start.remote(cfg, **setup) for c, cfg in zip(consumers, configs, strict=True)]
         )
         fault = FaultPlan.draw(p.fault, p.faults, trial.seed)
         plans = PublishPlan.split(
@@ -228,80 +300,118 @@ class Runner:
             pipeline=p.publish_pipeline,
             max_backlog=p.max_backlog,
             ahead=p.generate == "ahead",
+            rate=p.rate,
+            origin_ns=origin_ns,
         )
         per_round = p.entry_size * p.publish_pipeline
-        lost_rounds = fault.publisher_rounds(
-            [-(-(pl.stop - pl.start) // per_round) for pl in plans]
-        )
+        lost_rounds = fault.publisher_rounds([-(-pl.events // per_round) for pl in plans])
         plans = [
             dataclasses.replace(pl, lose_replies=r)
             for pl, r in zip(plans, lost_rounds, strict=True)
         ]
+        return _TrialState(
+            trial=trial,
+            workload=workload,
+            brokers=brokers,
+            broker=broker,
+            redis_url=redis_url,
+            alive=dict(enumerate(consumers)),
+            publishers=publishers,
+            configs=configs,
+            consumer_setup=setup,
+            fault=fault,
+            lost_rounds=lost_rounds,
+            plans=plans,
+            origin_ns=origin_ns,
+            window=Window.of(p.warmup_s, p.duration_s) if p.open_loop else None,
+            nodes=list(nodes),
+            victims=faults_mod.rng_for(trial.seed, p.fault),
+            reset_s=reset_s,
+            redis_peak=self._redis_used_mb(broker),
+        )
+
+    def _offer_load(self, run: _TrialState) -> None:
+        """Start the publishers and watch until every one has sent its slice."""
+        p = run.trial.params
+        if not p.open_loop:
+            run.origin_ns = time.time_ns()  # a burst's clock starts now
         ingress_url = self._ingress_url() if p.ingress == "http" else None
-        started = self._clock()
-        nodes += ray.get(
+        run.started = self._clock()
+        run.nodes += ray.get(
             [
                 pub.start.remote(
-                    plan,
+                    dataclasses.replace(plan, origin_ns=run.origin_ns),
                     prefix=self.keys.prefix,
                     ingress_url=ingress_url,
                     broker=p.broker,
-                    redis_url=redis_url,
+                    redis_url=run.redis_url,
                 )
-                for pub, plan in zip(publishers, plans, strict=True)
+                for pub, plan in zip(run.publishers, run.plans, strict=True)
             ]
         )
+        while any(r["running"] for r in self._poll(run)):
+            pass
 
-        alive = dict(enumerate(consumers))
-        victims = faults_mod.rng_for(trial.seed, p.fault)
-        injected = 0
-        dead: dict[str, int] = {}  # last known counts of killed consumers, for progress
-        last_sample = started
-        redis_peak = self._redis_used_mb(broker)
-        while True:
-            # Faults are injected at a poll, so trials with faults poll often throughout;
-            # the others poll often at first (short trials end soon) and less later.
-            elapsed = self._clock() - started
-            time.sleep(POLL_S if fault.driver_side else min(POLL_MAX_S, POLL_S + elapsed / 4))
-            now = self._clock()
-            pubs = ray.get([pub.progress.remote() for pub in publishers])
-            cons = self._poll_consumers(alive)
-            for report in [*pubs, *cons.values()]:
-                if report["error"]:
-                    raise TrialError(report["error"].strip().splitlines()[-1])
-            if not alive:
-                raise TrialError("every consumer died")
-            committed = sum(r["received"] for r in cons.values()) + dead.get("received", 0)
-            for _ in range(fault.due(committed, workload.events, injected)):
-                injected += 1
-                self._inject(p.fault, alive, configs, consumer_setup, victims, cons, dead, brokers)
-            sample = Sample(
-                elapsed_s=now - started,
-                published=sum(r["events"] for r in pubs),
-                committed=committed,
-                retries=sum(sum(r["retries"].values()) for r in cons.values()),
-                consumers_alive=len(alive),
-            )
-            self.progress.update(sample)
-            if now - last_sample >= SAMPLE_S:
-                last_sample = now
-                redis_peak = max(redis_peak, self._redis_used_mb(broker))
-                timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
-            if not any(r["running"] for r in pubs) and self._drained(broker):
-                timeseries.append(dataclasses.asdict(sample) | {"backlog": sample.backlog})
-                break
-            if now - started > p.timeout_s:
-                raise TrialError(f"not drained after {p.timeout_s:g} s: {broker.backlog()}")
+    def _drain(self, run: _TrialState) -> None:
+        """Watch until the broker holds nothing undelivered or unacknowledged."""
+        while not self._drained(run.broker):
+            self._poll(run)
 
+    def _poll(self, run: _TrialState) -> list[dict[str, Any]]:
+        """Wait a little, then one look at the trial: errors, faults due, a sample.
+        Returns the publishers' reports."""
+        p = run.trial.params
+        # Faults are injected at a poll, so trials with faults poll often throughout;
+        # the others poll often at first (short trials end soon) and less later.
+        elapsed = self._clock() - run.started
+        time.sleep(POLL_S if run.fault.driver_side else min(POLL_MAX_S, POLL_S + elapsed / 4))
+        now = self._clock()
+        pubs = ray.get([pub.progress.remote() for pub in run.publishers])
+        cons = self._poll_consumers(run.alive)
+        for report in [*pubs, *cons.values()]:
+            if report["error"]:
+                raise TrialError(report["error"].strip().splitlines()[-1])
+        if not run.alive:
+            raise TrialError("every consumer died")
+        committed = sum(r["received"] for r in cons.values()) + run.dead.get("received", 0)
+        for _ in range(run.fault.due(committed, run.workload.events, run.injected)):
+            run.injected += 1
+            self._inject(p.fault, run, cons)
+        since_origin = (time.time_ns() - run.origin_ns) / 1e9
+        sample = Sample(
+            elapsed_s=since_origin,
+            published=sum(r["events"] for r in pubs),
+            committed=committed,
+            retries=sum(sum(r["retries"].values()) for r in cons.values()),
+            consumers_alive=len(run.alive),
+            phase=run.window.phase(math.floor(since_origin)) if run.window else "burst",
+        )
+        self.progress.update(sample)
+        if now - run.last_sample >= SAMPLE_S:
+            run.last_sample = now
+            run.redis_peak = max(run.redis_peak, self._redis_used_mb(run.broker))
+            run.samples.append(sample)
+        run.last_consumer_reports = cons
+        deadline = p.timeout_s + (p.duration_s if p.open_loop else 0.0)
+        if now - run.started > deadline:
+            raise TrialError(f"not drained after {deadline:g} s: {run.broker.backlog()}")
+        return pubs
+
+    def _collect(self, run: _TrialState) -> dict[str, Any]:
+        """Stop the actors and gather what they counted: totals, per-second series, the
+        latency histograms, the steady window's figures."""
+        p = run.trial.params
+        alive = run.alive
         reports = ray.get([alive[i].stop.remote() for i in sorted(alive)])
-        pub_reports = ray.get([pub.stop.remote() for pub in publishers])
+        pub_reports = ray.get([pub.stop.remote() for pub in run.publishers])
+        dead = run.dead
         # Redeliveries, two ways. The actors' own counts miss what a killed one did after
         # its last report; the broker's count misses what a crashed Redis did not fsync.
         # Each is a lower bound of the events that may have been applied twice.
         in_memory = sum(r["redelivered"] for r in reports) + dead.get("redelivered", 0)
         uncertain = sum(r["uncertain"] for r in reports) + dead.get("uncertain", 0)
         try:
-            durable = broker.redelivered_count() + uncertain
+            durable = run.broker.redelivered_count() + uncertain
         except redis.ConnectionError:
             durable = 0
         # Keep the pool in step: killed consumers were replaced during the trial, and
@@ -312,28 +422,38 @@ class Runner:
             (r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0
         )
         last_ns = max((r["last_commit_ns"] for r in reports), default=0)
-        if fault.kind == "publisher-retry":
-            injected = sum(len(r) for r in lost_rounds)
+        injected = run.injected
+        if run.fault.kind == "publisher-retry":
+            injected = sum(len(r) for r in run.lost_rounds)
+        per_second = PerSecond.merge(pub_reports, [*reports, *run.dead_reports])
+        steady = (
+            steady_mod.measure(per_second, run.window, offered_eps=p.rate, slo_p99_ms=p.slo_p99_ms)
+            if run.window
+            else SteadyState()
+        )
         return {
             "consumers": reports,
+            "latency": per_second.histogram(per_second.latencies),
+            "steady": steady,
+            "timeseries": _timeseries(per_second, run),
             "redelivered": max(in_memory, durable),
             "published": sum(r["events"] for r in pub_reports),
             "resent": sum(r["resent"] for r in pub_reports),
             "resent_uncertain": sum(r["resent_uncertain"] for r in pub_reports),
-            "duration_s": (last_ns - first_ns) / 1e9
+            "elapsed_s": (last_ns - first_ns) / 1e9
             if last_ns and first_ns
-            else self._clock() - started,
+            else self._clock() - run.started,
             "first_ns": first_ns,
             "last_ns": last_ns,
             "consumers_died": p.consumers - len(alive),
-            "reset_s": reset_s,
+            "reset_s": run.reset_s,
             "faults_injected": injected,
             "broker_lost": dead.get("broker_lost", 0),
-            "nodes": len(set(nodes)),
+            "nodes": len(set(run.nodes)),
             # every actor's peak plus the driver's: what the trial needed in memory
             "rss_peak_mb": sum(r.get("rss_peak_mb", 0.0) for r in [*reports, *pub_reports])
             + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "redis_peak_mb": max(redis_peak, self._redis_used_mb(broker)),
+            "redis_peak_mb": max(run.redis_peak, self._redis_used_mb(run.broker)),
         }
 
     @staticmethod
@@ -350,27 +470,20 @@ class Runner:
         except redis.ConnectionError:  # the broker is restarting: not drained yet
             return False
 
-    def _inject(
-        self,
-        kind: str,
-        alive: dict[int, Any],
-        configs: list[ConsumerConfig],
-        setup: dict[str, Any],
-        victims: random.Random,
-        reports: dict[int, dict[str, Any]],
-        dead: dict[str, int],
-        brokers: dict[str, broker_mod.Broker],
-    ) -> None:
+    def _inject(self, kind: str, run: _TrialState, reports: dict[int, dict[str, Any]]) -> None:
         """One fault, now."""
+        alive, dead = run.alive, run.dead
         if kind == "kill-consumer":
             # SIGKILL-like: no cleanup, mid-batch. A new actor takes the same consumer
             # name, so it finds the entries its predecessor held in its pending list.
-            index = victims.choice(sorted(alive))
+            index = run.victims.choice(sorted(alive))
+            last = reports.get(index, {})
             for key in ("received", "redelivered", "uncertain"):
-                dead[key] = dead.get(key, 0) + reports.get(index, {}).get(key, 0)
+                dead[key] = dead.get(key, 0) + last.get(key, 0)
+            run.dead_reports.append(last)
             ray.kill(alive[index], no_restart=True)
             replacement = self._new_actor(ConsumerActor)
-            ray.get(replacement.start.remote(configs[index], **setup))
+            ray.get(replacement.start.remote(run.configs[index], **run.consumer_setup))
             alive[index] = replacement
         elif kind == "pg-terminate":
             self.store.terminate_backends(faults_mod.CONSUMER_APPLICATION)
@@ -378,12 +491,12 @@ class Runner:
             assert self._managed is not None
             # Entries the stream had taken before the crash and that the AOF replay does
             # not bring back: the broker's own loss, apart from anything the pipeline does.
-            before = self._entries_added(brokers["stream"])
+            before = self._entries_added(run.brokers["stream"])
             self._managed.restart()
-            after = self._entries_added(brokers["stream"])
+            after = self._entries_added(run.brokers["stream"])
             dead["broker_lost"] = dead.get("broker_lost", 0) + max(0, before - after)
         elif kind == "redis-client-kill":
-            channel = brokers["stream"]
+            channel = run.brokers["stream"]
             channel.kill_clients(self.keys.client_name("consumer"))
             channel.kill_clients(self.keys.client_name("publisher"))
         else:  # pragma: no cover - FaultPlan.driver_side guards this
@@ -457,7 +570,8 @@ class Runner:
                 appendfsync=trial.params.appendfsync,
             )
             verdict = invariants.classify(evidence)
-        hist = latency.merge(r["histogram"] for r in reports)
+        hist = outcome["latency"] if outcome else latency.new()
+        steady = outcome["steady"] if outcome else SteadyState()
         return TrialResult(
             trial=trial,
             events_published=published,
@@ -471,11 +585,12 @@ class Runner:
             double_applied=stored.rows - stored.distinct_keys,
             redelivered=redelivered,
             rejected=sum(r["rejected"] for r in reports),
-            duration_s=outcome["duration_s"] if outcome else 0.0,
+            elapsed_s=outcome["elapsed_s"] if outcome else 0.0,
             started_ns=outcome["first_ns"] if outcome else 0,
             ended_ns=outcome["last_ns"] if outcome else 0,
             reset_s=outcome["reset_s"] if outcome else math.nan,
             **latency.summary_ms(hist),
+            steady=steady,
             retries=sum(retries.values()),
             serialization_failures=retries.get(SERIALIZATION_FAILURE, 0),
             deadlocks=retries.get(DEADLOCK_DETECTED, 0),

@@ -131,6 +131,10 @@ def frame(run: Run) -> Any:
     t = run.trials.copy()
     if t.empty:
         return t
+    if "elapsed_s" not in t and "duration_s" in t:
+        # results format 1 called the measured span duration_s, before that name became
+        # the open-loop parameter
+        t = t.rename(columns={"duration_s": "elapsed_s"})
     if "counter" not in t:
         t["counter"] = "atomic"
     lost_updates = t["lost_updates"] if "lost_updates" in t else pd.Series(0, index=t.index)
@@ -239,7 +243,7 @@ def rates(run: Run) -> Any:
     """Commit rate between consecutive samples: rows ``trial, start_s, end_s, rate_eps``.
 
     Each trial starts at 0 events at 0 s and, when it finished, ends with everything it
-    received at ``duration_s``, so the first and last steps cover the ramp-up and the drain.
+    received at ``elapsed_s``, so the first and last steps cover the ramp-up and the drain.
     """
     import pandas as pd
 
@@ -249,15 +253,15 @@ def rates(run: Run) -> Any:
         samples = ts[ts["trial"] == trial["trial"]].sort_values("elapsed_s") if len(ts) else ts
         times = [0.0, *samples.get("elapsed_s", [])]
         counts = [0.0, *samples.get("committed", [])]
-        if trial["error"] == "" and trial["duration_s"] > times[-1]:
+        if trial["error"] == "" and trial["elapsed_s"] > times[-1]:
             spacing = (
                 statistics.median(b - a for a, b in itertools.pairwise(times))
                 if len(times) > 1
                 else 0
             )
-            if trial["duration_s"] - times[-1] < 0.3 * spacing:
+            if trial["elapsed_s"] - times[-1] < 0.3 * spacing:
                 del times[-1], counts[-1]  # a sliver of a step would be a spike of noise
-            times.append(trial["duration_s"])
+            times.append(trial["elapsed_s"])
             counts.append(max(trial["received"], counts[-1]))
         for i in range(1, len(times)):
             if times[i] > times[i - 1]:

@@ -70,7 +70,7 @@ def test_run_smoke_writes_results_that_hold_every_invariant(
         "lost",
         "double_applied",
         "invariant_ok",
-        "duration_s",
+        "elapsed_s",
         "throughput_eps",
         "latency_p50_ms",
         "latency_p95_ms",

@@ -46,7 +46,7 @@ def result(trial: Trial, **overrides: Any) -> TrialResult:
         "double_applied": 0,
         "redelivered": 0,
         "rejected": 0,
-        "duration_s": duration,
+        "elapsed_s": duration,
         "reset_s": 0.01,
         "latency_p50_ms": p50_ms(p),
         "latency_p95_ms": 1.8 * p50_ms(p),

@@ -385,7 +385,7 @@ def test_shared_y_axis_fits_the_highest_panel_not_the_first(tmp_path: Path) -> N
 
     def faster_when_sharded(trial: Any) -> dict[str, Any]:
         speedup = 3.0 if trial.params.counter == "sharded" else 1.0
-        return {"duration_s": runs.EVENTS / (runs.throughput(trial.params, 0) * speedup)}
+        return {"elapsed_s": runs.EVENTS / (runs.throughput(trial.params, 0) * speedup)}
 
     run = load(runs.make_run(tmp_path, sweep=sweep, outcome=faster_when_sharded))
     fig = plots.throughput_vs_consumers(run)

@@ -1,0 +1,121 @@
+"""Open-loop pacing: when each event of a publisher's slice is *meant* to be sent.
+
+A closed-loop load generator ("send, wait for the reply, send the next") slows down
+when the system stalls, so the stall never shows in its latencies: coordinated
+omission (Gil Tene; wrk2, OpenMessaging Benchmark). An open-loop one keeps a schedule
+instead: event ``k`` of a slice is due at ``start + k / rate``, whatever happened to
+event ``k − 1``, and its latency runs from that intended time. A publisher that falls
+behind sends what is overdue at once, stamped with the times it was due, so the delay
+is charged to the system that caused it.
+
+:class:`Pacer` hands out rounds of due events; time is passed in, so the schedule is
+tested without sleeping. ``rate = 0`` means no schedule: rounds go out back to back, as
+fast as the publisher can send them (a burst), each stamped when it is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+NS = 1_000_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """``events`` events at ``rate`` events/s, the first due at ``start_ns`` (wall clock)."""
+
+    start_ns: int
+    rate: float
+    events: int
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError(f"a schedule needs a rate > 0, got {self.rate}")
+        if self.events < 0:
+            raise ValueError(f"events must be ≥ 0, got {self.events}")
+
+    def intended_ns(self, k: int) -> int:
+        """When event ``k`` (0-based) is due."""
+        return self.start_ns + round(k * NS / self.rate)
+
+    def due(self, now_ns: int) -> int:
+        """How many events are due by ``now_ns`` (those with intended time ≤ now)."""
+        if now_ns < self.start_ns:
+            return 0
+        k = int((now_ns - self.start_ns) * self.rate // NS) + 1
+        # the float division may land one off at an exact boundary: settle it exactly
+        while k > 0 and self.intended_ns(k - 1) > now_ns:
+            k -= 1
+        while k < self.events and self.intended_ns(k) <= now_ns:
+            k += 1
+        return min(k, self.events)
+
+    @property
+    def end_ns(self) -> int:
+        """When the last event is due."""
+        return self.intended_ns(max(0, self.events - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """Events ``first … first + count − 1`` of the slice, to be sent now."""
+
+    first: int
+    count: int
+    #: when the round's first event was due (open loop) or when the round was made (burst)
+    intended_ns: int
+    #: how late the round goes out: now − intended time of its first event (0 in a burst)
+    lag_ns: int
+
+
+class Pacer:
+    """Rounds of at most ``max_events`` events: on a :class:`Schedule`, or back to back."""
+
+    def __init__(
+        self,
+        events: int,
+        max_events: int,
+        *,
+        schedule: Schedule | None = None,
+        clock_ns: Callable[[], int],
+        sleep: Callable[[float], None],
+    ) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be ≥ 1, got {max_events}")
+        if schedule is not None and schedule.events != events:
+            raise ValueError("the schedule must cover the same events")
+        self.events = events
+        self.max_events = max_events
+        self.schedule = schedule
+        self._clock_ns = clock_ns
+        self._sleep = sleep
+
+    def rounds(self) -> Iterator[Round]:
+        """The rounds, each yielded when it is due; the caller sends it, then asks for more."""
+        sent = 0
+        while sent < self.events:
+            now = self._clock_ns()
+            if self.schedule is None:
+                count = min(self.max_events, self.events - sent)
+                yield Round(sent, count, now, 0)
+                sent += count
+                continue
+            due = self.schedule.due(now)
+            if due <= sent:
+                # Sleep until the next event is due; never "sleep a fixed time after each
+                # send", which would let a slow send push the whole schedule back.
+                self._sleep(max(0.0, (self.schedule.intended_ns(sent) - now) / NS))
+                continue
+            count = min(self.max_events, due - sent)
+            intended = self.schedule.intended_ns(sent)
+            yield Round(sent, count, intended, max(0, now - intended))
+            sent += count
+
+    def stamps(self, round_: Round, entry_size: int) -> list[int]:
+        """The intended time of each entry of ``entry_size`` events in the round: its first
+        event's, so an entry's latency is never understated."""
+        starts = range(round_.first, round_.first + round_.count, entry_size)
+        if self.schedule is None:
+            return [round_.intended_ns] * len(starts)
+        return [self.schedule.intended_ns(k) for k in starts]
