@@ -78,6 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_flags(run)
 
+    cap = sub.add_parser(
+        "capacity",
+        help="find the highest rate each configuration sustains, and its latency below it",
+    )
+    cap.add_argument("name", help="experiment name (experiments/NAME.toml) or a .toml path")
+    cap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter; KEY=a,b,c searches each value (repeatable)",
+    )
+    cap.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
+    cap.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
+    cap.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
+    cap.add_argument("--quiet", action="store_true", help="no live progress line")
+    cap.add_argument(
+        "--quick", action="store_true", help="shorter trials (4 s of load) and a coarser search"
+    )
+    cap.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.1,
+        help="stop when the lowest failed rate is within this share of the highest "
+        "sustained one (0.1)",
+    )
+    cap.add_argument(
+        "--max-trials", type=int, default=8, help="open-loop trials per configuration at most (8)"
+    )
+    _connection_flags(cap)
+
     serve = sub.add_parser("serve", help="run the aggregator HTTP service")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (8080)")
@@ -215,6 +247,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             from harness import publish_cli
 
             return publish_cli.main(args, console)
+        if args.command == "capacity":
+            return _capacity(args, console)
         return _run(args, console)
     except (experiment.ExperimentError, UsageError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
@@ -497,6 +531,60 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _run_meta(
+    exp: experiment.Experiment, settings: Settings, versions: dict[str, str], **extra: Any
+) -> dict[str, Any]:
+    """What a run folder's meta.json records of what produced it."""
+    return {
+        "experiment": exp.to_dict(),
+        **extra,
+        "settings": {
+            "pg_dsn": services.redact(settings.pg_dsn),
+            "redis_url": services.redact(settings.redis_url),
+            "pg_schema": settings.pg_schema,
+            "key_prefix": settings.key_prefix,
+        },
+        "servers": versions,
+        "environment": environment.describe(),
+        "argv": sys.argv,
+    }
+
+
+def _capacity(args: argparse.Namespace, console: Console) -> int:
+    from harness import capacity
+
+    exp = experiment.load(experiment.find(args.name, _experiments_dir(args.experiments)))
+    if args.quick:
+        exp = exp.quick()
+    exp = exp.with_overrides(args.overrides)
+    try:
+        search = capacity.Search(
+            tolerance=args.tolerance if not args.quick else max(args.tolerance, 0.2),
+            max_trials=args.max_trials if not args.quick else min(args.max_trials, 5),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    configs = capacity.configurations(exp)
+    settings, versions = _services(args, _settings(args), console)
+    out = _new_run_dir(settings, exp.name, args.run_id)
+    console.print(
+        f"[bold]{exp.name}[/bold]: capacity of {len(configs)} configuration"
+        f"{'s' if len(configs) != 1 else ''} → {out}"
+    )
+    from harness import capacity_cli
+
+    meta = _run_meta(
+        exp,
+        settings,
+        versions,
+        quick=bool(args.quick),
+        mode="capacity",
+        search=dataclasses.asdict(search),
+        fractions=list(capacity.FRACTIONS),
+    )
+    return capacity_cli.main(exp, search, settings, out, meta, console, quiet=args.quiet)
+
+
 def _run(args: argparse.Namespace, console: Console) -> int:
     exp = experiment.load(experiment.find(args.name, _experiments_dir(args.experiments)))
     if args.quick:
@@ -539,20 +627,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
         writer = results.RunWriter(
             out,
-            {
-                "experiment": exp.to_dict(),
-                "quick": bool(args.quick),
-                "resolved_trials": resolved,
-                "settings": {
-                    "pg_dsn": services.redact(settings.pg_dsn),
-                    "redis_url": services.redact(settings.redis_url),
-                    "pg_schema": settings.pg_schema,
-                    "key_prefix": settings.key_prefix,
-                },
-                "servers": versions,
-                "environment": environment.describe(),
-                "argv": sys.argv,
-            },
+            _run_meta(exp, settings, versions, quick=args.quick, resolved_trials=resolved),
         )
     with console.status("starting Ray…"):
         ray_facts = cluster.init(settings)

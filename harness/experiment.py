@@ -44,6 +44,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The figures a ``[reference]`` may give, by the trials.csv column they compare with.
+REFERENCE_METRICS = {
+    "steady_eps": "events/s committed",
+    "steady_p50_ms": "latency p50 (ms)",
+    "steady_p95_ms": "latency p95 (ms)",
+    "steady_p99_ms": "latency p99 (ms)",
+    "offered_eps": "events/s offered",
+}
+
+
 class ExperimentError(ValueError):
     """The experiment file or an override is not valid."""
 
@@ -187,8 +197,25 @@ class Experiment:
     repeat: int = 1
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sweep: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+    #: figures someone else published for the same set-up, to be set beside ours in the
+    #: report: ``label`` (whose they are), optional ``source``, and any of
+    #: :data:`REFERENCE_METRICS` (``[reference]`` in the file)
+    reference: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for key, value in self.reference.items():
+            if key in ("label", "source"):
+                if not isinstance(value, str):
+                    raise ExperimentError(f"reference {key} must be text, got {value!r}")
+            elif key not in REFERENCE_METRICS:
+                raise ExperimentError(
+                    f"unknown reference figure {key!r}; known: label, source, "
+                    + ", ".join(REFERENCE_METRICS)
+                )
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                raise ExperimentError(f"reference {key} must be a number, got {value!r}")
+        if self.reference and "label" not in self.reference:
+            raise ExperimentError("a [reference] needs a label: whose figures they are")
         if self.repeat < 1:
             raise ExperimentError(f"repeat must be ≥ 1, got {self.repeat}")
         if self.seed < 0:
@@ -267,6 +294,7 @@ class Experiment:
             "repeat": self.repeat,
             "params": dict(self.params),
             "sweep": {k: list(v) for k, v in self.sweep.items()},
+            "reference": dict(self.reference),
         }
 
 
@@ -303,10 +331,10 @@ def load(path: Path) -> Experiment:
         raise ExperimentError(f"no experiment file {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ExperimentError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"description", "seed", "repeat", "params", "sweep"}
+    unknown = set(data) - {"description", "seed", "repeat", "params", "sweep", "reference"}
     if unknown:
         raise ExperimentError(f"{path}: unknown top-level keys {sorted(unknown)}")
-    for table in ("params", "sweep"):
+    for table in ("params", "sweep", "reference"):
         if not isinstance(data.get(table, {}), dict):
             raise ExperimentError(f"{path}: [{table}] must be a table of key = value lines")
     try:
@@ -317,6 +345,7 @@ def load(path: Path) -> Experiment:
             repeat=_int("repeat", data.get("repeat", 1)),
             params=data.get("params", {}),
             sweep=data.get("sweep", {}),
+            reference=data.get("reference", {}),
         )
     except ExperimentError as exc:
         raise ExperimentError(f"{path}: {exc}") from None

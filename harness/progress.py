@@ -36,7 +36,8 @@ class LiveProgress:
         self._rate_from: Sample | None = None
 
     def trial_started(self, trial: Trial, position: int, total: int) -> None:
-        self._label = f"[{position}/{total}] {describe(trial, self.varying)}"
+        count = f"{position}/{total}" if total > 0 else str(position)
+        self._label = f"[{count}] {describe(trial, self.varying)}"
         self._last = self._rate_from = None
         self._live = Live(
             Text(f"{self._label}  starting…"),

@@ -227,6 +227,8 @@ class Run:
     meta: dict[str, Any]
     trials: Any  # pandas.DataFrame
     timeseries: Any  # pandas.DataFrame (empty when none was recorded)
+    #: ``capacity.csv`` of a capacity search (``harness capacity``); empty otherwise
+    capacity: Any = None
 
 
 def load(path: str | Path) -> Run:
@@ -241,4 +243,6 @@ def load(path: str | Path) -> Run:
     trials = pd.read_csv(csv_file) if csv_file.exists() else pd.DataFrame()
     ts_file = path / "timeseries.csv"
     timeseries = pd.read_csv(ts_file) if ts_file.exists() else pd.DataFrame()
-    return Run(path=path, meta=meta, trials=trials, timeseries=timeseries)
+    cap_file = path / "capacity.csv"
+    capacity = pd.read_csv(cap_file) if cap_file.exists() else pd.DataFrame()
+    return Run(path=path, meta=meta, trials=trials, timeseries=timeseries, capacity=capacity)
