@@ -54,6 +54,10 @@ REFERENCE_METRICS = {
 }
 
 
+#: most events an open-loop trial may offer (8 bytes each in its publishers' memory)
+MAX_OPEN_LOOP_EVENTS = 100_000_000
+
+
 class ExperimentError(ValueError):
     """The experiment file or an override is not valid."""
 
@@ -142,6 +146,9 @@ class TrialParams:
 
     def _check_load(self) -> None:
         """The open-loop parameters; with a rate, ``events`` is set from it."""
+        for name in ("rate", "duration_s", "warmup_s", "slo_p99_ms"):
+            if not math.isfinite(getattr(self, name)):
+                raise ExperimentError(f"{name} must be a finite number, got {getattr(self, name)}")
         for name in ("rate", "warmup_s"):
             if not getattr(self, name) >= 0:
                 raise ExperimentError(f"{name} must be ≥ 0, got {getattr(self, name)}")
@@ -159,7 +166,14 @@ class TrialParams:
             raise ExperimentError(
                 "generate = ahead times a burst; with a rate, events are made as they fall due"
             )
-        events = round(self.rate * self.duration_s)
+        offered = self.rate * self.duration_s
+        if offered > MAX_OPEN_LOOP_EVENTS:
+            raise ExperimentError(
+                f"rate × duration_s is {offered:,.0f} events, more than "
+                f"{MAX_OPEN_LOOP_EVENTS:,}: an open-loop publisher holds its slice's ordinals "
+                "in memory"
+            )
+        events = round(offered)
         if events < 1:
             raise ExperimentError(f"rate × duration_s is {events} events: nothing to send")
         object.__setattr__(self, "events", events)

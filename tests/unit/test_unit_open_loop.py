@@ -97,7 +97,13 @@ def test_open_loop_sends_every_event_once_in_order_each_stamped_when_due() -> No
     broker = RecordingBroker(clock)
     origin = T0 + NS // 2  # the trial's origin, half a second from now
     plan = PublishPlan(
-        workload=WORKLOAD, start=30, stop=100, entry_size=3, pipeline=4, rate=70 / 3, origin_ns=origin
+        workload=WORKLOAD,
+        start=30,
+        stop=100,
+        entry_size=3,
+        pipeline=4,
+        rate=70 / 3,
+        origin_ns=origin,
     )
     stats = run(plan, clock, broker)
     schedule = Schedule(origin, plan.rate, plan.events)
@@ -313,7 +319,7 @@ def test_generate_ahead_is_for_bursts_only() -> None:
         ("duration_s", -3.0, "duration_s must be > 0"),
         ("slo_p99_ms", 0.0, "slo_p99_ms must be > 0"),
         ("slo_p99_ms", -1.0, "slo_p99_ms must be > 0"),
-        ("rate", float("nan"), "rate must be ≥ 0"),
+        ("rate", float("nan"), "rate must be a finite number"),
     ],
 )
 def test_negative_and_empty_load_parameters_are_refused(
@@ -328,14 +334,11 @@ def test_a_rate_too_low_to_send_anything_is_refused() -> None:
         TrialParams(rate=0.01, duration_s=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an infinite rate, duration or warm-up raises OverflowError from math.floor/"
-    "math.ceil/round in TrialParams._check_load, not ExperimentError",
-)
 @pytest.mark.parametrize(
     "kwargs",
     [
+        {"rate": 1e308},
+        {"rate": float("nan")},
         {"rate": float("inf")},
         {"rate": 10.0, "duration_s": float("inf")},
         {"rate": 10.0, "warmup_s": float("inf")},
