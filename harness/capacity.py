@@ -27,6 +27,7 @@ from typing import Any
 from harness.experiment import Experiment, ExperimentError, Trial, TrialParams
 from harness.results import TrialResult
 
+LATENCIES = ("steady_p50_ms", "steady_p95_ms", "steady_p99_ms", "steady_p999_ms")
 #: shares of the capacity whose latency is measured
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -124,10 +125,7 @@ class Point:
             "trial": r.trial.index,
             "rate": r.trial.params.rate,
             "steady_eps": round(st.steady_eps, 1),
-            "steady_p50_ms": st.steady_p50_ms,
-            "steady_p95_ms": st.steady_p95_ms,
-            "steady_p99_ms": st.steady_p99_ms,
-            "steady_p999_ms": st.steady_p999_ms,
+            **{k: round(getattr(st, k), 3) for k in LATENCIES},
             "sustained": st.sustained,
             "invariant_ok": r.invariant_ok,
         }
