@@ -69,6 +69,13 @@ class Round:
     lag_ns: int
 
 
+#: an open-loop publisher sends at most once per this interval: what fell due since goes
+#: out together. A round trip per event at a few thousand events/s would make the load
+#: generator the machine's largest user of CPU; an event waits at most this long for its
+#: round, and that wait is in its latency (it runs from the intended time).
+TICK_NS = 1_000_000
+
+
 class Pacer:
     """Rounds of at most ``max_events`` events: on a :class:`Schedule`, or back to back."""
 
@@ -80,6 +87,7 @@ class Pacer:
         schedule: Schedule | None = None,
         clock_ns: Callable[[], int],
         sleep: Callable[[float], None],
+        tick_ns: int = TICK_NS,
     ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be ≥ 1, got {max_events}")
@@ -88,12 +96,13 @@ class Pacer:
         self.events = events
         self.max_events = max_events
         self.schedule = schedule
+        self.tick_ns = tick_ns
         self._clock_ns = clock_ns
         self._sleep = sleep
 
     def rounds(self) -> Iterator[Round]:
         """The rounds, each yielded when it is due; the caller sends it, then asks for more."""
-        sent = 0
+        sent, last = 0, None
         while sent < self.events:
             now = self._clock_ns()
             if self.schedule is None:
@@ -102,15 +111,21 @@ class Pacer:
                 sent += count
                 continue
             due = self.schedule.due(now)
-            if due <= sent:
-                # Sleep until the next event is due; never "sleep a fixed time after each
-                # send", which would let a slow send push the whole schedule back.
-                self._sleep(max(0.0, (self.schedule.intended_ns(sent) - now) / NS))
+            early = last is not None and now - last < self.tick_ns
+            if due <= sent or (early and due - sent < self.max_events):
+                # Sleep until the next event is due and a tick has passed since the last
+                # round (unless a full round is overdue); never "sleep a fixed time after
+                # each send", which would let a slow send push the whole schedule back.
+                wake = self.schedule.intended_ns(sent) if due <= sent else now
+                if last is not None:
+                    wake = max(wake, last + self.tick_ns)
+                self._sleep(max(0.0, (wake - now) / NS))
                 continue
             count = min(self.max_events, due - sent)
             intended = self.schedule.intended_ns(sent)
             yield Round(sent, count, intended, max(0, now - intended))
             sent += count
+            last = now
 
     def stamps(self, round_: Round, entry_size: int) -> list[int]:
         """The intended time of each entry of ``entry_size`` events in the round: its first

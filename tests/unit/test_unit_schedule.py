@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import pytest
 
-from harness.schedule import NS, Pacer, Round, Schedule
+from harness.schedule import NS, TICK_NS, Pacer, Round, Schedule
 
 #: a wall-clock origin of realistic size (ns since the epoch), so no test relies on small ints
 T0 = 1_764_000_000 * NS + 123
@@ -197,7 +198,10 @@ def test_after_a_stall_overdue_events_go_out_at_once_with_their_own_times() -> N
     assert [(r.first, r.count) for r in overdue] == [(4, 6), (10, 6), (16, 6), (22, 2)]
     for r in overdue:
         assert r.intended_ns == schedule.intended_ns(r.first)
+    # full rounds go back to back; the last, partial one waits for the next tick
+    for r in overdue[:-1]:
         assert r.lag_ns == resumed - r.intended_ns > 0
+    assert overdue[-1].lag_ns == resumed + TICK_NS - overdue[-1].intended_ns
     assert overdue[0].lag_ns == 1_950_000_000
     # then back on schedule, punctual again
     assert [(r.first, r.count, r.lag_ns) for r in after[len(overdue) :]] == [
@@ -215,3 +219,21 @@ def test_stamps_are_the_due_times_of_each_entrys_first_event() -> None:
     assert pacer.stamps(round_, 4) == [schedule.intended_ns(k) for k in (4, 8, 12)]
     assert pacer.stamps(round_, 1) == [schedule.intended_ns(k) for k in range(4, 13)]
     assert pacer.stamps(round_, 50) == [schedule.intended_ns(4)]
+
+
+def test_at_a_high_rate_rounds_are_a_tick_apart_and_carry_what_fell_due() -> None:
+    clock = FakeClock(T0)
+    schedule = Schedule(start_ns=T0, rate=20_000.0, events=2_000)  # one every 50 µs
+    pacer = Pacer(2_000, 500, schedule=schedule, clock_ns=clock, sleep=clock.sleep)
+    sent_at: list[int] = []
+    rounds = []
+    for round_ in pacer.rounds():
+        sent_at.append(clock())
+        rounds.append(round_)
+    assert sum(r.count for r in rounds) == 2_000
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert min(gaps) >= TICK_NS  # never more often than once a tick
+    # 100 ms of load in ~1 ms rounds: about 20 events each, not one round trip per event
+    assert 90 <= len(rounds) <= 110
+    # no event waits more than a tick past its due time for its round
+    assert max(r.lag_ns for r in rounds) <= TICK_NS
