@@ -10,7 +10,8 @@ For every configuration of a sweep (the ``rate`` axis aside):
    lowest failed rate until they are within ``tolerance`` of each other. The capacity is
    the highest sustained rate;
 3. the **fractions**: trials at 25%, 50% and 75% of the capacity, for the latency a user
-   sees below saturation (100% is the search's own trial).
+   sees below saturation (100% is the search's own trial); with ``repeat`` > 1, each
+   fraction runs that many times back to back, and their spread shows the noise.
 
 Every trial is an ordinary verified trial, recorded in ``trials.csv``; ``capacity.csv``
 holds one row per configuration and fraction. :class:`Search` decides the next rate from
@@ -113,6 +114,8 @@ class Point:
     capacity_eps: float
     probe_eps: float
     result: TrialResult
+    #: which of the fraction's repetitions (0-based)
+    repeat: int = 0
 
     def row(self, axes: Sequence[str]) -> dict[str, Any]:
         r, st = self.result, self.result.steady
@@ -120,6 +123,7 @@ class Point:
             "config": self.config,
             **{a: getattr(r.trial.params, a) for a in axes},
             "fraction": self.fraction,
+            "repeat": self.repeat,
             "capacity_eps": round(self.capacity_eps, 1),
             "probe_eps": round(self.probe_eps, 1),
             "trial": r.trial.index,
@@ -145,13 +149,17 @@ class CapacitySearch:
         *,
         search: Search | None = None,
         fractions: Sequence[float] = FRACTIONS,
+        repeat: int = 1,
     ) -> None:
+        if repeat < 1:
+            raise ValueError(f"repeat must be ≥ 1, got {repeat}")
         self.exp = exp
         self.configs = configurations(exp)
         if not self.configs:
             raise ExperimentError(f"{exp.name} has no configuration to search")
         self.search = search or Search()
         self.fractions = tuple(fractions)
+        self.repeat = repeat
         self._run_trial = run_trial
         self._index = 0
 
@@ -186,6 +194,9 @@ class CapacitySearch:
             return
         for fraction in self.fractions:
             rate = round_rate(capacity * fraction)
-            result = results.get(rate) or self._trial(params, rate=rate)
-            results[rate] = result
-            yield Point(number, fraction, capacity, probe_eps, result)
+            runs = [results[rate]] if rate in results else []
+            while len(runs) < self.repeat:  # back to back: their spread is the noise
+                runs.append(self._trial(params, rate=rate))
+            results[rate] = runs[0]
+            for r, result in enumerate(runs):
+                yield Point(number, fraction, capacity, probe_eps, result, r)

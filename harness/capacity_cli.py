@@ -27,6 +27,7 @@ def main(
     console: Console,
     *,
     quiet: bool = False,
+    repeat: int = 1,
 ) -> int:
     # Imported here: Ray is slow to import.
     from harness import cluster, progress, report, results
@@ -49,7 +50,8 @@ def main(
     points: list[capacity.Point] = []
     status = "complete"
     try:
-        for point in capacity.CapacitySearch(exp, run_trial, search=search).points():
+        searches = capacity.CapacitySearch(exp, run_trial, search=search, repeat=repeat)
+        for point in searches.points():
             points.append(point)
             _write(out / CAPACITY_CSV, points, axes)
     except KeyboardInterrupt:
@@ -59,6 +61,8 @@ def main(
         cluster.shutdown()
         writer.finish(status=status, ray=ray_facts, trials_run=len(finished))
     console.print(table(points, axes))
+    for line in spreads(points, axes):
+        console.print(line)
     console.print(f"results: {out}/{CAPACITY_CSV}, {out}/trials.csv, {out}/meta.json")
     if finished:
         try:
@@ -97,13 +101,7 @@ def table(points: list[capacity.Point], axes: list[str]) -> Table:
     for config in sorted({p.config for p in points}):
         mine = [p for p in points if p.config == config]
         params = mine[0].result.trial.params
-        by_fraction = {p.fraction: p.result.steady for p in mine}
-        cells = [
-            f"{by_fraction[f].steady_p50_ms:,.1f} / {by_fraction[f].steady_p99_ms:,.1f}"
-            if f in by_fraction
-            else "–"
-            for f in fractions
-        ]
+        cells = [_cell([p.result.steady for p in mine if p.fraction == f]) for f in fractions]
         cap = mine[0].capacity_eps
         t.add_row(
             *(str(getattr(params, a)) for a in axes),
@@ -112,3 +110,40 @@ def table(points: list[capacity.Point], axes: list[str]) -> Table:
             *cells,
         )
     return t
+
+
+def _cell(windows: list[Any]) -> str:
+    """p50 / p99 of one share of the capacity: the value, or the range of the repetitions."""
+    if not windows:
+        return "–"
+
+    def span(values: list[float]) -> str:
+        lo, hi = min(values), max(values)
+        return f"{lo:,.1f}" if lo == hi else f"{lo:,.1f}–{hi:,.1f}"
+
+    return (
+        f"{span([w.steady_p50_ms for w in windows])} / {span([w.steady_p99_ms for w in windows])}"
+    )
+
+
+def spreads(points: list[capacity.Point], axes: list[str]) -> list[str]:
+    """For each share run more than once: how far its repetitions are apart, in one line."""
+    lines = []
+    keys = sorted({(p.config, p.fraction) for p in points if p.repeat > 0})
+    for config, fraction in keys:
+        runs = [p for p in points if p.config == config and p.fraction == fraction]
+        p99 = [p.result.steady.steady_p99_ms for p in runs]
+        eps = [p.result.steady.steady_eps for p in runs]
+        params = runs[0].result.trial.params
+        name = ", ".join(f"{a}={getattr(params, a)}" for a in axes) or "the configuration"
+        lines.append(
+            f"{name} at {fraction:.0%} of capacity ({params.rate:,.0f}/s), {len(runs)} runs back "
+            f"to back: p99 {min(p99):,.1f}–{max(p99):,.1f} ms "
+            f"(the larger {_spread(p99):.0%} above the smaller), committed "
+            f"{min(eps):,.0f}–{max(eps):,.0f} events/s ({_spread(eps):.1%} apart)"
+        )
+    return lines
+
+
+def _spread(values: list[float]) -> float:
+    return max(values) / min(values) - 1 if min(values) > 0 else math.nan

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--max-trials", type=int, default=8, help="open-loop trials per configuration at most (8)"
     )
+    cap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="trials at each share of the capacity, back to back (1); their spread is the noise",
+    )
     _connection_flags(cap)
 
     serve = sub.add_parser("serve", help="run the aggregator HTTP service")
@@ -564,6 +570,8 @@ def _capacity(args: argparse.Namespace, console: Console) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be ≥ 1, got {args.repeat}")
     configs = capacity.configurations(exp)
     settings, versions = _services(args, _settings(args), console)
     out = _new_run_dir(settings, exp.name, args.run_id)
@@ -581,8 +589,11 @@ def _capacity(args: argparse.Namespace, console: Console) -> int:
         mode="capacity",
         search=dataclasses.asdict(search),
         fractions=list(capacity.FRACTIONS),
+        repeat=args.repeat,
     )
-    return capacity_cli.main(exp, search, settings, out, meta, console, quiet=args.quiet)
+    return capacity_cli.main(
+        exp, search, settings, out, meta, console, quiet=args.quiet, repeat=args.repeat
+    )
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:

@@ -334,3 +334,28 @@ def test_point_row_names_the_configuration_and_its_figures() -> None:
     assert row["trial"] == point.result.trial.index
     assert row["probe_eps"] == 10_000.0
     assert row["sustained"] is True and row["invariant_ok"] is True
+
+
+def test_with_repeat_each_share_runs_that_many_times_back_to_back() -> None:
+    system = FakeSystem(true=2_000.0, probe_eps=1_000.0)
+    exp = Experiment(name="one", params={"duration_s": 6, "warmup_s": 2})
+    search = CapacitySearch(exp, system, search=Search(step=0.5), fractions=(0.5, 1.0), repeat=3)
+    points = list(search.points())
+    # the search's own trials at 1000 and 2000 count as the first of each share's three
+    assert [(p.fraction, p.repeat, p.result.trial.params.rate) for p in points] == [
+        (0.5, 0, 1000.0),
+        (0.5, 1, 1000.0),
+        (0.5, 2, 1000.0),
+        (1.0, 0, 2000.0),
+        (1.0, 1, 2000.0),
+        (1.0, 2, 2000.0),
+    ]
+    extra = system.rates()[8:]  # after the probe and the search
+    assert extra == [1000.0, 1000.0, 2000.0, 2000.0]
+    assert len({p.result.trial.index for p in points}) == 6
+    assert points[1].row(["consumers"])["repeat"] == 1
+
+
+def test_repeat_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        CapacitySearch(EXP, FakeSystem(true=1.0, probe_eps=1.0), repeat=0)
