@@ -92,6 +92,9 @@ class TrialParams:
     max_backlog: int = 0
     #: a consumer's entries idle this long are taken over by its peers
     claim_idle_ms: int = 2000
+    #: a consumer that keeps up reads at most once per this many ms (see
+    #: ``ConsumerConfig.linger_ms``); 0: at once
+    linger_ms: float = 0.0
     #: a trial not drained by then fails
     timeout_s: float = 300.0
     #: when publishers make their events: ``inline``, round by round as they publish, or
@@ -123,6 +126,8 @@ class TrialParams:
         for name in ("events", "payload_bytes", "max_backlog", "claim_idle_ms", "faults"):
             if getattr(self, name) < 0:
                 raise ExperimentError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not 0 <= self.linger_ms <= 1000:
+            raise ExperimentError(f"linger_ms must be in [0, 1000], got {self.linger_ms}")
         if not 0 <= self.duplicate_rate < 1:
             raise ExperimentError(f"duplicate_rate must be in [0, 1), got {self.duplicate_rate}")
         if self.timeout_s <= 0:

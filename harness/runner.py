@@ -277,6 +277,7 @@ class Runner:
                 batch_size=p.batch_size,
                 entry_size=p.entry_size,
                 claim_idle_ms=p.claim_idle_ms,
+                linger_ms=p.linger_ms,
                 shard=i,  # used by the sharded counter strategy only
                 origin_ns=origin_ns,
             )

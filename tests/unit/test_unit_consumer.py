@@ -339,3 +339,99 @@ def test_stopping_acknowledges_the_last_commits() -> None:
     c.step = step_then_stop  # type: ignore[method-assign]
     c.run(stop)
     assert broker.acked == [b"7-0"] and store.batches
+
+
+# -- linger and the per-second figures --------------------------------------------------
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the consumer sleeps (or the test moves it)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _lingering(broker: FakeBroker, clock: FakeTime, linger_ms: float) -> Consumer:
+    return Consumer(
+        broker,  # type: ignore[arg-type]
+        FakeStore(),  # type: ignore[arg-type]
+        ConsumerConfig(name="c1", batch_size=10, linger_ms=linger_ms),
+        monotonic=clock,
+        sleep=clock.sleep,
+        clock_ns=lambda: 1_005_000_000,
+    )
+
+
+def _entries(n: int, start: int = 0) -> list[Delivery]:
+    return [delivery(f"{i}-0".encode(), orjson.dumps([event(i)])) for i in range(start, start + n)]
+
+
+def test_a_consumer_that_keeps_up_reads_at_most_once_per_linger() -> None:
+    broker, clock = FakeBroker(), FakeTime()
+    c = _lingering(broker, clock, linger_ms=4)
+    c._own_pending_done = True
+    broker.to_read = _entries(3)
+    assert c.step() == 3  # the first read goes out at once
+    assert clock.sleeps == []
+    clock.now += 0.001  # the transaction took 1 ms
+    broker.to_read = _entries(2, 3)
+    assert c.step() == 2
+    # the last read was short of a batch: wait out the rest of the 4 ms since it
+    assert clock.sleeps == pytest.approx([0.003])
+
+
+def test_a_consumer_behind_reads_again_at_once() -> None:
+    broker, clock = FakeBroker(), FakeTime()
+    c = _lingering(broker, clock, linger_ms=4)
+    c._own_pending_done = True
+    broker.to_read = _entries(250)
+    while broker.to_read:
+        c.step()  # every read brings a full fetch: no lingering
+    assert clock.sleeps == []
+
+
+def test_without_linger_a_short_read_is_followed_at_once() -> None:
+    broker, clock = FakeBroker(), FakeTime()
+    c = _lingering(broker, clock, linger_ms=0)
+    c._own_pending_done = True
+    for start in (0, 1, 2):
+        broker.to_read = _entries(1, start)
+        c.step()
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("linger_ms", [-1.0, 1001.0])
+def test_linger_is_bounded(linger_ms: float) -> None:
+    with pytest.raises(ValueError, match="linger_ms"):
+        ConsumerConfig(name="c", linger_ms=linger_ms)
+
+
+def test_with_an_origin_latency_and_commits_are_kept_per_second() -> None:
+    broker, store = FakeBroker(), FakeStore()
+    origin = 1_000_000_000
+    c = Consumer(
+        broker,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        ConsumerConfig(name="c1", origin_ns=origin),
+        clock_ns=lambda: origin + 2_500_000_000,  # commits in second 2
+    )
+    due_in_1 = {FIELD_EVENTS: orjson.dumps([event(1), event(2)]), FIELD_CREATED_NS: b"2400000000"}
+    due_in_0 = {FIELD_EVENTS: orjson.dumps([event(3)]), FIELD_CREATED_NS: b"1000000000"}
+    c.apply([Delivery(b"1-0", due_in_1, False), Delivery(b"2-0", due_in_0, False)])
+    stats = c.stats
+    assert stats.committed_by_second == {2: 3}
+    assert sorted(stats.latency_by_second) == [0, 1]  # by the second each was due in
+    assert stats.latency_by_second[1].get_total_count() == 2
+    one = stats.latency_by_second[1]
+    assert one.values_are_equivalent(one.get_max_value(), 1_100_000)  # 1.1 s, in µs
+    assert stats.histogram.get_total_count() == 0  # not kept twice
+    assert set(stats.encoded_latencies()) == {0, 1}
+    assert stats.snapshot()["committed_by_second"] == {2: 3}
