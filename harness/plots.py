@@ -9,6 +9,9 @@ same figures inline.
 
 Axes a chart does not show are held at one value (the experiment's base value, else the
 parameter's default, else the most common one), and the caption under the chart says which.
+The sweep charts read an open-loop trial's measured window (:func:`stats.headline`); the
+charts of open-loop load itself (latency vs throughput, capacity) are drawn by
+:mod:`harness.load_plots` and registered here with the others.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ LABELS = {
     "isolation": "isolation level",
     "counter": "counter strategy",
     "entry_size": "events per stream entry",
+    "rate": "offered rate (events/s)",
 }
 DPI = 120
 
@@ -66,17 +70,19 @@ def label(axis: str) -> str:
 
 def named(axis: str, value: Any) -> str:
     """A value as a sentence names it: ``serializable``, ``4 consumers``, ``batch size 100``,
-    ``the rmw counter``."""
+    ``the rmw counter``, ``5,000 events/s offered``."""
     if axis == "isolation":
         return str(value)
     if axis == "counter":
         return f"the {value} counter"
+    if axis == "rate":
+        return f"{value:,.0f} events/s offered" if value else "a burst"
     if axis in ("consumers", "publishers", "topics"):
         return f"{value} {axis.removesuffix('s') if value == 1 else axis}"
     return f"{label(axis)} {value}"
 
 
-def _row(frame: Any, index: Any) -> dict[str, Any]:
+def record(frame: Any, index: Any) -> dict[str, Any]:
     """One row as a dict of Python values (``frame.loc[i]`` would turn ints into floats)."""
     return dict(frame.loc[[index]].to_dict("records")[0])
 
@@ -89,7 +95,7 @@ def _trials(n: int) -> str:
     return "One trial" if n == 1 else f"All {n} trials"
 
 
-def _num(value: float) -> str:
+def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 else f"{value:,.2g}"
 
 
@@ -97,16 +103,24 @@ def _num(value: float) -> str:
 
 
 def figure(
-    panels: int, title: str, caption: str, *, width: float = 4.6, height: float = 4.8, **share: Any
+    panels: int,
+    title: str,
+    caption: str,
+    *,
+    width: float = 4.6,
+    height: float = 4.8,
+    rows: int = 1,
+    **share: Any,
 ) -> tuple[Figure, Any]:
-    """A row of panels sharing the y axis, a title on top and a caption underneath."""
+    """A row of panels sharing the y axis, a title on top and a caption underneath; with
+    ``rows`` > 1, that many rows (the axes then come as rows × panels)."""
     inches = 2.4 + width * panels
     fig = Figure(figsize=(inches, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels, squeeze=False, **{"sharey": True, **share})[0]
+    axes = fig.subplots(rows, panels, squeeze=False, **{"sharey": True, **share})
     fig.suptitle(title, fontsize=13, fontweight="bold")
     fig.supxlabel(textwrap.fill(caption, int(inches * 13)), fontsize=9, color="0.3")
-    return fig, axes
+    return fig, axes[0] if rows == 1 else axes
 
 
 def _caption(summary: Any, metric: str, fixed: dict[str, Any]) -> str:
@@ -123,7 +137,7 @@ def _caption(summary: Any, metric: str, fixed: dict[str, Any]) -> str:
     return text
 
 
-def _colours(axis: str, values: Sequence[Any]) -> dict[Any, str]:
+def colours_for(axis: str, values: Sequence[Any]) -> dict[Any, str]:
     if axis == "isolation":
         return {v: ISOLATION_COLOURS.get(v, CYCLE[i % len(CYCLE)]) for i, v in enumerate(values)}
     return {v: CYCLE[i % len(CYCLE)] for i, v in enumerate(values)}
@@ -142,6 +156,22 @@ def _x_axis(ax: Axes, values: Sequence[float], name: str) -> bool:
     return log
 
 
+def _scope(run: Run) -> str:
+    """What a sweep chart shows of a run that is not all bursts (``run`` as
+    :func:`stats.headline` gives it)."""
+    if run.meta.get("mode") == "capacity":
+        return (
+            " Bursts only: the capacity search's probes (its open-loop trials are in the "
+            "capacity and latency-vs-throughput charts)."
+        )
+    if not run.trials.empty and stats.is_open_loop(run.trials).any():
+        return (
+            " Open-loop trials (offered a rate) count the events/s committed in their "
+            "measured window, and its latency from each event's intended send time."
+        )
+    return ""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Series:
     metric: str
@@ -155,13 +185,15 @@ def _sweep_chart(
 ) -> Figure:
     """``series`` against ``x``: a line per isolation level, a panel per counter strategy;
     a log y axis when there is more than one series (latency percentiles)."""
+    run = stats.headline(run)
     summary, fixed, line = stats.sweep_summary(run, x, [s.metric for s in series])
     counters, lines = (
         stats.ordered("counter", summary["counter"]),
         stats.ordered(line, summary[line]),
     )
-    colours = _colours(line, lines)
-    fig, axes = figure(len(counters), title, _caption(summary, series[-1].metric, fixed))
+    colours = colours_for(line, lines)
+    caption = _caption(summary, series[-1].metric, fixed) + _scope(run)
+    fig, axes = figure(len(counters), title, caption)
     # With error bars, lines step aside a little so that their bars do not hide each other.
     spread = 0.04 if (summary[[f"{s.metric}_n" for s in series]] > 1).any().any() else 0.0
     for ax, counter in zip(axes, counters, strict=True):
@@ -209,7 +241,7 @@ def _errorbar(ax: Axes, xs: Any, s: Any, spec: _Series, colour: str, *, log: boo
 
 
 def _applies_consumers(run: Run) -> bool:
-    t = stats.measured(run)
+    t = stats.measured(stats.headline(run))
     return not t.empty and t["consumers"].nunique() > 1
 
 
@@ -228,9 +260,9 @@ def throughput_vs_consumers(run: Run) -> Figure:
 
 
 def describe_throughput_vs_consumers(run: Run) -> str:
-    summary, fixed, line = stats.sweep_summary(run, "consumers", ["throughput_eps"])
+    summary, fixed, line = stats.sweep_summary(stats.headline(run), "consumers", ["throughput_eps"])
     mean = "throughput_eps_mean"
-    peak = _row(summary, summary[mean].idxmax())
+    peak = record(summary, summary[mean].idxmax())
     if summary["counter"].nunique() > 1:
         fixed = {"counter": peak["counter"], **fixed}
     sentence = (
@@ -245,7 +277,7 @@ def describe_throughput_vs_consumers(run: Run) -> str:
     ]
     if others:
         return f"{sentence}; at their best, {' and '.join(others)} of that."
-    low = _row(summary, summary["consumers"].idxmin())
+    low = record(summary, summary["consumers"].idxmin())
     fewest = named("consumers", low["consumers"])
     return f"{sentence}, against {low[mean]:,.0f} events/s with {fewest}."
 
@@ -267,19 +299,19 @@ def retries_vs_consumers(run: Run) -> Figure:
 
 
 def describe_retries_vs_consumers(run: Run) -> str:
-    summary, fixed, line = stats.sweep_summary(run, "consumers", ["retries_per_1k"])
+    summary, fixed, line = stats.sweep_summary(stats.headline(run), "consumers", ["retries_per_1k"])
     mean = "retries_per_1k_mean"
     if not (summary[mean] > 0).any():
         return (
             "No transaction retried at any number of consumers: every batch committed first time."
         )
-    top = _row(summary, summary[mean].idxmax())
+    top = record(summary, summary[mean].idxmax())
     same = (summary[line] == top[line]) & (summary["counter"] == top["counter"])
     series = summary[same].sort_values("consumers")[mean]
     trend = "rise with consumers, up to" if series.iloc[-1] > series.iloc[0] else "peak at"
     sentence = (
         f"Retries (serialization failures, deadlocks, broken connections) {trend} "
-        f"{_num(top[mean])} per 1,000 events with {named('consumers', top['consumers'])} at "
+        f"{number(top[mean])} per 1,000 events with {named('consumers', top['consumers'])} at "
         f"{named(line, top[line])}{_held_text(fixed)}"
     )
     calm = [
@@ -310,18 +342,20 @@ def latency_vs_batch(run: Run) -> Figure:
 
 
 def describe_latency_vs_batch(run: Run) -> str:
-    summary, fixed, line = stats.sweep_summary(run, "batch_size", [s.metric for s in LATENCIES])
+    summary, fixed, line = stats.sweep_summary(
+        stats.headline(run), "batch_size", [s.metric for s in LATENCIES]
+    )
     first = stats.ordered(line, summary[line])[0]
     s = summary[(summary[line] == first) & (summary["counter"] == summary["counter"].iloc[0])]
     s = s.sort_values("batch_size")
-    lo, hi = _row(s, s.index[0]), _row(s, s.index[-1])
+    lo, hi = record(s, s.index[0]), record(s, s.index[-1])
     p50, p99 = "latency_p50_ms_mean", "latency_p99_ms_mean"
-    best = _row(summary, summary[p99].idxmin())
+    best = record(summary, summary[p99].idxmin())
     return (
         f"At {named(line, first)}{_held_text(fixed)}, going from batches of "
         f"{lo['batch_size']:,} to {hi['batch_size']:,} events moves p50 latency from "
-        f"{_num(lo[p50])} to {_num(hi[p50])} ms and p99 from {_num(lo[p99])} to "
-        f"{_num(hi[p99])} ms; the lowest p99, {_num(best[p99])} ms, is at "
+        f"{number(lo[p50])} to {number(hi[p50])} ms and p99 from {number(lo[p99])} to "
+        f"{number(hi[p99])} ms; the lowest p99, {number(best[p99])} ms, is at "
         f"{named(line, best[line])} with batches of {best['batch_size']:,}."
     )
 
@@ -339,11 +373,13 @@ def throughput_vs_batch(run: Run) -> Figure:
 
 
 def describe_throughput_vs_batch(run: Run) -> str:
-    summary, fixed, line = stats.sweep_summary(run, "batch_size", ["throughput_eps"])
+    summary, fixed, line = stats.sweep_summary(
+        stats.headline(run), "batch_size", ["throughput_eps"]
+    )
     mean = "throughput_eps_mean"
-    peak = _row(summary, summary[mean].idxmax())
+    peak = record(summary, summary[mean].idxmax())
     same = (summary[line] == peak[line]) & (summary["counter"] == peak["counter"])
-    smallest = _row(summary[same], summary[same]["batch_size"].idxmin())
+    smallest = record(summary[same], summary[same]["batch_size"].idxmin())
     return (
         f"Throughput peaks at {peak[mean]:,.0f} events/s with batches of "
         f"{peak['batch_size']:,} at {named(line, peak[line])}{_held_text(fixed)}, "
@@ -353,7 +389,7 @@ def describe_throughput_vs_batch(run: Run) -> str:
 
 
 def _applies_batch(run: Run) -> bool:
-    t = stats.measured(run)
+    t = stats.measured(stats.headline(run))
     return not t.empty and t["batch_size"].nunique() > 1
 
 
@@ -475,7 +511,8 @@ def _applies_correctness(run: Run) -> bool:
 @dataclasses.dataclass(frozen=True)
 class _TraceStyle:
     """How the throughput-over-time chart tells trials apart: a panel per counter strategy
-    (or else per isolation level), colour by the next swept axis, line style by the one after."""
+    (or else per isolation level), colour by the next swept axis, line style by the one after.
+    The offered rate comes last: a trial's rate shows in the height of its line."""
 
     panel: str | None
     colour_axis: str
@@ -485,17 +522,17 @@ class _TraceStyle:
 
     @classmethod
     def of(cls, run: Run, t: Any) -> _TraceStyle:
-        axes = stats.swept(run, t)
+        axes = _trace_axes(run, t)
         panel = next((a for a in ("counter", "isolation") if a in axes), None)
-        rest = [a for a in axes if a != panel][:2]
-        if len(rest) == 2 and t[rest[1]].nunique() > len(LINESTYLES):
+        rest = sorted((a for a in axes if a != panel), key=lambda a: a == "rate")[:2]
+        if len(rest) == 2 and rest[1] != "rate" and t[rest[1]].nunique() > len(LINESTYLES):
             rest.reverse()  # the axis with few enough values for line styles gets them
         colour_axis = rest[0] if rest else "trial"
         dash_axis = rest[1] if len(rest) > 1 and t[rest[1]].nunique() <= len(LINESTYLES) else None
         dashes = {}
         if dash_axis:
             dashes = dict(zip(stats.ordered(dash_axis, t[dash_axis]), LINESTYLES, strict=False))
-        colours = _colours(colour_axis, stats.ordered(colour_axis, t[colour_axis]))
+        colours = colours_for(colour_axis, stats.ordered(colour_axis, t[colour_axis]))
         return cls(panel, colour_axis, colours, dash_axis, dashes)
 
     def line(self, trial: Any) -> dict[str, Any]:
@@ -503,43 +540,111 @@ class _TraceStyle:
         return {"color": self.colours[trial[self.colour_axis]], "linestyle": dash}
 
     def handles(self) -> list[Line2D]:
-        name = label(self.colour_axis)
-        handles = [Line2D([], [], color=c, label=f"{name} = {v}") for v, c in self.colours.items()]
+        handles = [
+            Line2D([], [], color=c, label=_legend_value(self.colour_axis, v))
+            for v, c in self.colours.items()
+        ]
         if self.dash_axis:
-            name = label(self.dash_axis)
             handles += [
-                Line2D([], [], color="0.3", linestyle=d, label=f"{name} = {v}")
+                Line2D([], [], color="0.3", linestyle=d, label=_legend_value(self.dash_axis, v))
                 for v, d in self.dashes.items()
             ]
         return handles
 
 
+def _trace_axes(run: Run, t: Any) -> list[str]:
+    """The swept axes, but ``events`` when it follows an open-loop trial's rate."""
+    axes = stats.swept(run, t)
+    return [a for a in axes if a != "events"] if stats.is_open_loop(t).any() else axes
+
+
+def _legend_value(axis: str, value: Any) -> str:
+    if axis == "rate":
+        return f"{value:,.0f} events/s offered" if value else "burst"
+    return f"{label(axis)} = {value}"
+
+
+def _windows(timeseries: Any) -> list[tuple[float, float]]:
+    """The distinct measured windows of the trials, as ``(start_s, end_s)`` on the time
+    axis (a second ``s`` spans ``[s, s + 1)``, its row's ``elapsed_s`` is ``s + 1``)."""
+    if timeseries.empty or "phase" not in timeseries:
+        return []
+    window = timeseries[timeseries["phase"] == "window"]
+    spans = window.groupby("trial")["elapsed_s"].agg(["min", "max"])
+    return sorted({(float(lo) - 1, float(hi)) for lo, hi in spans.itertuples(index=False)})
+
+
+def _has_latency(run: Run) -> bool:
+    ts = run.timeseries
+    return "latency_p99_ms" in ts and bool(ts["latency_p99_ms"].notna().any())
+
+
+def log_ms_axis(ax: Axes) -> None:
+    """A log latency axis with ticks at 1, 2, 5 × 10ⁿ ms."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+
+
 def throughput_over_time(run: Run) -> Figure:
-    t, steps = stats.frame(run), stats.rates(run)
+    t, steps, ts = stats.frame(run), stats.rates(run), run.timeseries
     style = _TraceStyle.of(run, t)
     panels = stats.ordered(style.panel, t[style.panel]) if style.panel else [None]
+    latency, windows = _has_latency(run), _windows(ts)
     caption = (
         "One line per trial: events committed per second between samples taken about once a "
         "second, from the first publish to the last commit."
     )
-    fig, axes = figure(len(panels), "Commit rate over time, per trial", caption, sharex=True)
-    for ax, value in zip(axes, panels, strict=True):
-        for _, trial in (t[t[style.panel] == value] if style.panel else t).iterrows():
+    if latency:
+        caption += (
+            " Below: the p99 latency of the events due in each second, from their intended "
+            "send time to their commit."
+        )
+    if windows:
+        caption += " Shaded: the measured window of the open-loop trials."
+    fig, grid = figure(
+        len(panels), "Commit rate over time, per trial", caption,
+        rows=2 if latency else 1, height=7.8 if latency else 4.8, sharex=True, sharey="row",
+    )  # fmt: skip
+    rows = [grid[0], grid[1]] if latency else [grid]
+    for column, value in enumerate(panels):
+        chosen = t[t[style.panel] == value] if style.panel else t
+        top = rows[0][column]
+        for _, trial in chosen.iterrows():
             s = steps[steps["trial"] == trial["trial"]]
             if not s.empty:
                 edges = [s["start_s"].iloc[0], *s["end_s"]]
-                ax.stairs(
+                top.stairs(
                     s["rate_eps"], edges, baseline=None, lw=1.5, alpha=0.8, **style.line(trial)
                 )
-        ax.set_title(f"{label(style.panel)}: {value}" if style.panel else "", fontsize=10)
-        ax.set_xlabel("time since publishing began (s)")
-        ax.grid(alpha=0.3)
+            if latency:
+                p = ts[ts["trial"] == trial["trial"]]
+                # each second's latency sits in the middle of its second
+                rows[1][column].plot(
+                    p["elapsed_s"] - 0.5, p["latency_p99_ms"], lw=1.2, marker=".", ms=4,
+                    alpha=0.8, **style.line(trial),
+                )  # fmt: skip
+        top.set_title(f"{label(style.panel)}: {value}" if style.panel else "", fontsize=10)
+        for ax in (row[column] for row in rows):
+            for start, end in windows:
+                ax.axvspan(
+                    start, end, color="0.5", alpha=0.12 / len(windows), lw=0, zorder=0,
+                    label="_measured window",
+                )  # fmt: skip
+            ax.grid(alpha=0.3)
+        rows[-1][column].set_xlabel("time since publishing began (s)")
     if not steps.empty:  # shared axes: set the limits once, from every panel's data
-        axes[0].set_xlim(0, steps["end_s"].max() * 1.02)
-        axes[0].set_ylim(0, steps["rate_eps"].max() * 1.05)
-    axes[0].set_ylabel("commit rate (events/s)")
-    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    handles = style.handles()
+        rows[0][0].set_xlim(0, steps["end_s"].max() * 1.02)
+        rows[0][0].set_ylim(0, steps["rate_eps"].max() * 1.05)
+    rows[0][0].set_ylabel("commit rate (events/s)")
+    rows[0][0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    if latency:
+        log_ms_axis(rows[1][0])
+        rows[1][0].set_ylabel("p99 latency of each second (ms)")
+    handles: list[Any] = style.handles()
+    if windows:
+        handles.append(Patch(color="0.5", alpha=0.25, label="measured window"))
     if len(handles) <= 24:
         fig.legend(handles=handles, loc="outside right center")
     return fig
@@ -547,13 +652,23 @@ def throughput_over_time(run: Run) -> Figure:
 
 def describe_throughput_over_time(run: Run) -> str:
     t, steps = stats.frame(run), stats.rates(run)
-    longest = _row(t, t["elapsed_s"].idxmax())
-    config = ", ".join(named(a, longest[a]) for a in stats.swept(run, t))
-    return (
+    longest = record(t, t["elapsed_s"].idxmax())
+    config = ", ".join(named(a, longest[a]) for a in _trace_axes(run, t))
+    sentence = (
         f"Commit rates between samples range from {steps['rate_eps'].min():,.0f} to "
         f"{steps['rate_eps'].max():,.0f} events/s; trials last "
         f"{t['elapsed_s'].min():.1f}–{t['elapsed_s'].max():.1f} s"
-        + (f", the longest being trial {longest['trial']} ({config})." if config else ".")
+        + (f", the longest being trial {longest['trial']} ({config})" if config else "")
+    )
+    if not _has_latency(run):
+        return sentence + "."
+    ts = run.timeseries
+    windows = ts[ts["phase"] == "window"] if "phase" in ts else ts.iloc[0:0]
+    where = " in the measured windows" if len(windows) else ""
+    p99 = (windows if len(windows) else ts)["latency_p99_ms"].dropna()
+    return (
+        f"{sentence}; the p99 latency of a second ranges from {number(p99.min())} to "
+        f"{number(p99.max())} ms{where}."
     )
 
 
@@ -563,7 +678,35 @@ def _applies_time(run: Run) -> bool:
 
 # -- the registry -----------------------------------------------------------------------------
 
+
+def _drawn_by_load_plots(name: str) -> Callable[[Run], Any]:
+    """A function of :mod:`harness.load_plots`, looked up when called: that module draws
+    with this one's helpers, so it is imported after this one."""
+
+    def call(run: Run) -> Any:
+        from harness import load_plots
+
+        return getattr(load_plots, name)(run)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 CHARTS: tuple[Chart, ...] = (
+    Chart(
+        "capacity.png",
+        "Capacity",
+        _drawn_by_load_plots("applies_capacity"),
+        _drawn_by_load_plots("capacity"),
+        _drawn_by_load_plots("describe_capacity"),
+    ),
+    Chart(
+        "latency_vs_throughput.png",
+        "Latency vs throughput",
+        _drawn_by_load_plots("applies_latency_vs_throughput"),
+        _drawn_by_load_plots("latency_vs_throughput"),
+        _drawn_by_load_plots("describe_latency_vs_throughput"),
+    ),
     Chart(
         "throughput_vs_consumers.png",
         "Throughput vs consumers",

@@ -1,7 +1,10 @@
 """``report.md`` beside a run's results: what ran, where, whether it held, the numbers, the charts.
 
 The report is written from the stored results alone (``trials.csv``, ``timeseries.csv``,
-``meta.json``), so it can be regenerated at any time; it redraws the charts first.
+``meta.json``, and ``capacity.csv`` of a capacity search), so it can be regenerated at any
+time; it redraws the charts first. A run with open-loop trials also gets their measured
+windows (*Steady state*), a capacity search its capacities (*Capacity*), and an experiment
+with a ``[reference]`` the figures someone else published beside ours.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import plots, stats
+from harness import experiment, load_plots, plots, stats, steady
 from harness.results import Run, load
 
 #: (column, heading, decimals) of the summary table
@@ -36,6 +39,9 @@ def write_report(run_path: str | Path) -> Path:
         _environment(run),
         _correctness(run),
         _results(run),
+        _capacity(run),
+        _steady_state(run),
+        _beside(run),
         _charts(run, charts),
     ]
     target = run.path / "report.md"
@@ -69,10 +75,14 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def _values(values: Sequence[Any]) -> str:
-    plain = [_plain(v) for v in values]
-    return ", ".join(
-        f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in plain
-    )
+    return ", ".join(_value(_plain(v)) for v in values)
+
+
+def _value(v: Any) -> str:
+    """``20,000``; ``5,000`` for a rate of 5000.0; ``0.3`` as it is."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
 def _what_ran(run: Run) -> str:
@@ -80,6 +90,7 @@ def _what_ran(run: Run) -> str:
     trials = stats.frame(run)
     planned = len(meta.get("resolved_trials", [])) or len(trials)
     swept = stats.swept(run, trials) if not trials.empty else []
+    open_loop = not trials.empty and bool(stats.is_open_loop(trials).any())
     rows: list[tuple[str, str]] = []
     argv = meta.get("argv") or []
     if argv:
@@ -90,11 +101,24 @@ def _what_ran(run: Run) -> str:
     repeat, seed = exp.get("repeat", 1), exp.get("seed", 0)
     rows.append(("repeats", f"{repeat} per configuration; repetition r uses seed {seed} + r"))
     for axis in swept:
-        rows.append((f"swept: {axis}", _values(stats.ordered(axis, trials[axis]))))
+        if open_loop and axis == "events":
+            rows.append(("events", "rate × duration_s in an open-loop trial"))
+        elif axis == "rate" and run.meta.get("mode") == "capacity":
+            rows.append(("rate", _searched_rates(trials)))
+        else:
+            rows.append((f"swept: {axis}", _values(stats.ordered(axis, trials[axis]))))
     params = _fixed_params(run, trials, swept)
     if params:
         rows.append(("fixed", ", ".join(f"{k} = {_values([v])}" for k, v in params.items())))
     return "## What ran\n\n" + _table(rows, ("", ""))
+
+
+def _searched_rates(trials: Any) -> str:
+    rates = trials.loc[stats.is_open_loop(trials), "rate"]
+    return (
+        f"chosen by the capacity search: {rates.nunique()} rates from {rates.min():,.0f} to "
+        f"{rates.max():,.0f} events/s, after a burst (rate 0) per configuration"
+    )
 
 
 def _fixed_params(run: Run, trials: Any, swept: Sequence[str]) -> dict[str, Any]:
@@ -181,7 +205,12 @@ def _cell(mean: float, half: float, n: int, decimals: int) -> str:
 
 
 def summary_table(run: Run) -> str:
-    """The finished trials grouped by the swept axes, as a markdown table of mean ± 95% CI."""
+    """The finished trials grouped by the swept axes, as a markdown table of mean ± 95% CI.
+
+    Open-loop trials show their measured window's throughput and latency, and a capacity
+    search its bursts alone (:func:`stats.headline`).
+    """
+    run = stats.headline(run)
     trials = stats.measured(run)
     if trials.empty:
         return "No trial finished, so there is nothing to summarise."
@@ -196,7 +225,7 @@ def summary_table(run: Run) -> str:
 
 
 def _results(run: Run) -> str:
-    trials = stats.measured(run)
+    trials = stats.measured(stats.headline(run))
     repeats = run.meta.get("experiment", {}).get("repeat", 1)
     note = (
         "Each row is the mean over its trials; ± is the half-width of the 95% confidence "
@@ -205,16 +234,31 @@ def _results(run: Run) -> str:
         else "Each configuration ran once, so there is no interval; rerun with "
         "`--set repeat=N` to get one."
     )
-    errored = len(stats.frame(run)) - len(trials)
+    errored = len(stats.frame(stats.headline(run))) - len(trials)
     if errored:
         note += f" {errored} trial(s) that did not finish are left out."
     text = (
         "## Results\n\nThroughput counts every published event (re-sends included) from the "
         "first publish to the last commit; latency runs from an event's publication to the "
         "commit that stored it; retries are whole-transaction retries after a serialization "
-        f"failure, a deadlock or a broken connection. {note}\n\n"
+        f"failure, a deadlock or a broken connection.{_open_loop_note(run)} {note}\n\n"
     )
     return text + summary_table(run)
+
+
+def _open_loop_note(run: Run) -> str:
+    if run.trials.empty or not stats.is_open_loop(run.trials).any():
+        return ""
+    if run.meta.get("mode") == "capacity":
+        return (
+            " This table holds the capacity search's bursts; its open-loop trials are under "
+            "Capacity and Steady state."
+        )
+    return (
+        " For an open-loop trial (rate > 0), throughput is the events/s committed in its "
+        "measured window and latency that window's, from each event's intended send time "
+        "(see Steady state)."
+    )
 
 
 def _charts(run: Run, charts: Sequence[plots.Chart]) -> str:
@@ -227,3 +271,288 @@ def _charts(run: Run, charts: Sequence[plots.Chart]) -> str:
             f"{chart.describe(run)}"
         )
     return "\n\n".join(parts)
+
+
+# -- open-loop load ---------------------------------------------------------------------
+
+
+def _one(trials: Any, column: str) -> Any:
+    """The value every trial has in ``column``, or None when they differ or lack it."""
+    if column not in trials or trials[column].nunique() != 1:
+        return None
+    return _plain(trials[column].iloc[0])
+
+
+def _steady_state(run: Run) -> str:
+    summary, axes = stats.steady_summary(run)
+    if summary.empty:
+        return ""
+    trials = stats.open_loop(run)
+    duration, warmup, window = (_one(trials, c) for c in ("duration_s", "warmup_s", "window_s"))
+    slo = _one(trials, "slo_p99_ms")
+    here = (
+        f" (here {_value(duration)} s, the first {_value(warmup)} s of it warm-up)"
+        if duration is not None and warmup is not None
+        else ""
+    )
+    text = (
+        "## Steady state\n\nAn open-loop trial offers its load on a schedule: the publishers "
+        f"together send `rate` events/s for `duration_s` seconds{here}, whether or not the "
+        "consumers keep up. The first `warmup_s` seconds are thrown away; the figures below "
+        "come from the measured window that follows"
+        + (f" ({_value(window)} s)" if window is not None else "")
+        + ", the whole seconds until the load stops, after which the backlog drains (the "
+        "invariants are checked over the whole trial). Latency runs from the time each event "
+        "was due to be sent, its intended send time, to the commit that stored it, so a "
+        "stalled pipeline cannot hide its stall by delaying the sends behind it (coordinated "
+        "omission). A window is *sustained* when the publishers sent at least "
+        f"{steady.RATE_HELD_SHARE:.0%} of the rate, the backlog grew by less than "
+        f"{steady.BACKLOG_GROWTH_SHARE:.0%} of it per second, and p99 stayed within the "
+        "objective"
+        + (f" (`slo_p99_ms` = {_value(slo)} ms)" if slo is not None else " (`slo_p99_ms`)")
+        + "."
+    )
+    repeated = bool((summary["trials"] > 1).any())
+    if repeated:
+        text += " With repeats, a row is the mean ± the 95% confidence interval."
+    return f"{text}\n\n{_steady_table(summary, axes, repeated=repeated)}"
+
+
+#: (column, heading, decimals) of the steady-state table, after the offered rate
+STEADY_COLUMNS = (
+    ("achieved_publish_eps", "published (events/s)", 0),
+    ("steady_eps", "committed (events/s)", 0),
+    ("steady_p50_ms", "p50 (ms)", 1),
+    ("steady_p95_ms", "p95 (ms)", 1),
+    ("steady_p99_ms", "p99 (ms)", 1),
+    ("steady_p999_ms", "p99.9 (ms)", 1),
+    ("backlog_growth_eps", "backlog growth (events/s)", 0),
+)
+
+
+def _steady_table(summary: Any, axes: Sequence[str], *, repeated: bool) -> str:
+    rows = []
+    for key in stats.configurations(summary, axes):
+        for r in stats.of_configuration(summary, axes, key).to_dict("records"):
+            cells = [
+                _cell(r[f"{m}_mean"], r[f"{m}_ci"], r[f"{m}_n"], d) for m, _, d in STEADY_COLUMNS
+            ]
+            count = [r["trials"]] if repeated else [r["first_trial"]]
+            rows.append([*map(_value, key), f"{r['rate']:,.0f}", *count, *cells, _sustained(r)])
+    header = [
+        *(plots.label(a) for a in axes),
+        "offered (events/s)",
+        "trials" if repeated else "trial",
+        *(h for _, h, _ in STEADY_COLUMNS),
+        "sustained",
+    ]
+    return _table(rows, header)
+
+
+def _sustained(row: dict[str, Any]) -> str:
+    n, held, why = row["trials"], row["sustained"], row["not_sustained"]
+    if held == n:
+        return "yes" if n == 1 else f"all {n}"
+    verdict = "no" if n == 1 else ("none" if held == 0 else f"{held} of {n}")
+    return f"{verdict}: {why}" if why else verdict
+
+
+def _capacity(run: Run) -> str:
+    summary, axes = stats.capacity_summary(run)
+    if summary.empty:
+        return ""
+    search = run.meta.get("search", {})
+    tolerance = search.get("tolerance")
+    until = (
+        f"until the highest sustained and the lowest failed rate were within {tolerance:.0%} "
+        "of each other"
+        if tolerance is not None
+        else "until they were close"
+    )
+    most = f" (at most {search['max_trials']} trials)" if "max_trials" in search else ""
+    repeated = bool((summary["trials"] > 1).any())
+    text = (
+        "## Capacity\n\nFor each configuration the search first ran a burst, the experiment's "
+        "events as fast as the publishers could send them (*burst*), then open-loop trials at "
+        "one rate each: from the burst's throughput down while none was sustained and up while "
+        f"none failed, then halving the gap {until}{most}. The *capacity* is the highest "
+        "sustained rate; the trials at 25%, 50% and 75% of it show the latency below "
+        "saturation. p50 / p99 are the measured window's, in ms"
+        + (
+            "; ± is the 95% confidence interval of p99 over the runs at that share"
+            if repeated
+            else ""
+        )
+        + ". "
+        + load_plots.describe_capacity(run)
+    )
+    fractions = sorted(summary["fraction"].dropna().unique())
+    rows, flagged = [], False
+    for config in sorted(summary["config"].unique()):
+        mine = summary[summary["config"] == config]
+        first = plots.record(mine, mine.index[0])
+        cells = []
+        for f in fractions:
+            at = mine[mine["fraction"] == f]
+            if at.empty:
+                cells.append("–")
+                continue
+            r = plots.record(at, at.index[0])
+            p99 = _cell(r["steady_p99_ms_mean"], r["steady_p99_ms_ci"], r["steady_p99_ms_n"], 1)
+            mark = "" if r["sustained"] == r["trials"] else " *"
+            flagged |= bool(mark)
+            cells.append(f"{r['steady_p50_ms_mean']:,.1f} / {p99}{mark}")
+        capacity = first["capacity_eps"]
+        rows.append(
+            [
+                *(_value(_plain(first[a])) for a in axes),
+                f"{first['probe_eps']:,.0f}",
+                "none sustained" if math.isnan(capacity) else f"{capacity:,.0f}",
+                *cells,
+            ]
+        )
+    header = [
+        *(plots.label(a) for a in axes),
+        "burst (events/s)",
+        "capacity (events/s)",
+        *(f"p50 / p99 at {f:.0%}" for f in fractions),
+    ]
+    table = _table(rows, header)
+    if flagged:
+        table += (
+            "\n\n\\* not sustained"
+            + (" (not every run at that share)" if repeated else "")
+            + ": its row under Steady state says why."
+        )
+    return f"{text}\n\n{table}"
+
+
+# -- beside someone else's figures ------------------------------------------------------
+
+#: what our burst trials offer for each reference figure (they have no window)
+BURST_EQUIVALENT = {
+    "steady_eps": "throughput_eps",
+    "steady_p50_ms": "latency_p50_ms",
+    "steady_p95_ms": "latency_p95_ms",
+    "steady_p99_ms": "latency_p99_ms",
+}
+
+
+#: configurations of ours side by side at most; more get a row each
+BESIDE_COLUMNS = 3
+#: a column of ours: its heading, and (mean, half-width of the interval, n) per figure
+_Ours = tuple[str, dict[str, tuple[float, float, int]]]
+
+
+def _beside(run: Run) -> str:
+    ref = load_plots.reference(run)
+    metrics = [m for m in experiment.REFERENCE_METRICS if m in ref]
+    if not metrics or stats.measured(run).empty:
+        return ""
+    ours, what = _ours(run, metrics)
+    theirs = f"{ref['label']} (theirs)"
+    if len(ours) <= BESIDE_COLUMNS:  # a column each
+        rows = [
+            [
+                experiment.REFERENCE_METRICS[m],
+                _value(_plain(ref[m])),
+                *(_cell(*figures[m], _decimals(m)) for _, figures in ours),
+            ]
+            for m in metrics
+        ]
+        header = ["", theirs, *(title for title, _ in ours)]
+    else:  # a row each, theirs first
+        rows = [[theirs, *(_value(_plain(ref[m])) for m in metrics)]]
+        rows += [
+            [title, *(_cell(*figures[m], _decimals(m)) for m in metrics)] for title, figures in ours
+        ]
+        header = ["", *(experiment.REFERENCE_METRICS[m] for m in metrics)]
+    source = f" Theirs: {ref['source'].rstrip('.')}." if ref.get("source") else ""
+    text = (
+        f"## Beside {ref['label']}\n\n{what}{source} Both latencies end at the commit; ours "
+        "starts at each event's intended send time, theirs where their source says."
+    )
+    ratio = _ratios(ref, ours)
+    return f"{text}\n\n{_table(rows, header)}" + (f"\n\n{ratio}" if ratio else "")
+
+
+def _figures(row: dict[str, Any], metrics: Sequence[str], names: dict[str, str]) -> Any:
+    """``(mean, ci, n)`` of each metric from a :func:`stats.summarize` row, the metric's
+    column in it named by ``names`` (NaN when it has none)."""
+    out = {}
+    for m in metrics:
+        column = names.get(m, m)
+        if f"{column}_mean" in row:
+            out[m] = (row[f"{column}_mean"], row[f"{column}_ci"], int(row[f"{column}_n"]))
+        else:
+            out[m] = (math.nan, math.nan, 0)
+    return out
+
+
+def _ours(run: Run, metrics: Sequence[str]) -> tuple[list[_Ours], str]:
+    """Our figures for ``metrics``, a column per configuration, and what they are: a
+    capacity search's at capacity, else the open-loop windows, else the bursts."""
+    summary, axes = stats.capacity_summary(run)
+    if not summary.empty:
+        columns = []
+        for r in summary[summary["fraction"] == 1.0].to_dict("records"):
+            name = load_plots.configuration(axes, [r[a] for a in axes])
+            figures = _figures(r, metrics, {})
+            figures["offered_eps"] = (r["rate"], math.nan, 1)
+            columns.append((f"ours: {name + ', ' if name else ''}at capacity", figures))
+        return columns, "Ours: each configuration at its capacity (its trials at 100%)."
+    summary, axes = stats.steady_summary(run)
+    if not summary.empty:
+        columns = []
+        for key in stats.configurations(summary, axes):
+            for r in stats.of_configuration(summary, axes, key).to_dict("records"):
+                name = load_plots.configuration(axes, key)
+                rate = f"{r['rate']:,.0f} events/s offered"
+                title = f"ours: {name + ', ' if name else ''}{rate}" if len(summary) > 1 else "ours"
+                columns.append((title, _figures(r, metrics, {})))
+        return columns, (
+            "Ours: this run's measured windows, the mean over each configuration's trials "
+            "(± the 95% confidence interval when it ran more than once)."
+        )
+    trials = stats.measured(run)
+    by = stats.swept(run, trials)
+    summary = stats.summarize(trials, by, list(BURST_EQUIVALENT.values()))
+    columns = []
+    for r in summary.to_dict("records"):
+        name = load_plots.configuration(by, [r[a] for a in by])
+        title = f"ours: {name} (burst)" if name else "ours (burst)"
+        columns.append((title, _figures(r, metrics, BURST_EQUIVALENT)))
+    return columns, (
+        "Ours: bursts (every event sent as fast as the publishers could), over the whole "
+        "trial, the mean over each configuration's trials."
+    )
+
+
+def _decimals(metric: str) -> int:
+    return 0 if metric.endswith("_eps") else 1
+
+
+def _ratios(ref: dict[str, Any], ours: Sequence[_Ours]) -> str:
+    """``Ours commits 27× their events/s, with 0.031× their p99.`` (ranges when several)."""
+    parts = []
+    for metric, words in (
+        ("steady_eps", "Ours commits {} their events/s"),
+        ("steady_p99_ms", "with {} their p99"),
+    ):
+        ratios = [
+            figures[metric][0] / ref[metric]
+            for _, figures in ours
+            if metric in figures and ref.get(metric) and math.isfinite(figures[metric][0])
+        ]
+        if ratios:
+            lo, hi = _times(min(ratios)), _times(max(ratios))
+            parts.append(words.format(lo if lo == hi else f"{lo} to {hi}"))
+    if not parts:
+        return ""
+    if not parts[0].startswith("Ours"):
+        parts[0] = "Ours has " + parts[0].removeprefix("with ")
+    return ", ".join(parts) + "."
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:,.0f}×" if ratio >= 10 else f"{ratio:.2g}×"

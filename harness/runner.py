@@ -82,6 +82,8 @@ class _TrialState:
     brokers: dict[str, broker_mod.Broker]
     broker: broker_mod.Broker
     redis_url: str
+    #: the ingress service's URL when publishers post over HTTP
+    ingress_url: str | None
     #: consumer actors by index; a killed one is replaced under its index
     alive: dict[int, Any]
     publishers: list[Any]
@@ -268,6 +270,7 @@ class Runner:
         consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
         publishers = self._actors(self._publishers, PublisherActor, p.publishers)
         ray.get([a.ready.remote() for a in [*consumers, *publishers]])  # new ones start slowly
+        ingress_url = self._ingress_url() if p.ingress == "http" else None
         # The trial's clock origin: an open-loop schedule starts a moment from now, when
         # every actor is running; a burst starts when its publishers do.
         origin_ns = time.time_ns() + (START_LEAD_NS if p.open_loop else 0)
@@ -316,6 +319,7 @@ class Runner:
             brokers=brokers,
             broker=broker,
             redis_url=redis_url,
+            ingress_url=ingress_url,
             alive=dict(enumerate(consumers)),
             publishers=publishers,
             configs=configs,
@@ -336,14 +340,13 @@ class Runner:
         p = run.trial.params
         if not p.open_loop:
             run.origin_ns = time.time_ns()  # a burst's clock starts now
-        ingress_url = self._ingress_url() if p.ingress == "http" else None
         run.started = self._clock()
         run.nodes += ray.get(
             [
                 pub.start.remote(
                     dataclasses.replace(plan, origin_ns=run.origin_ns),
                     prefix=self.keys.prefix,
-                    ingress_url=ingress_url,
+                    ingress_url=run.ingress_url,
                     broker=p.broker,
                     redis_url=run.redis_url,
                 )

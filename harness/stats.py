@@ -268,3 +268,188 @@ def rates(run: Run) -> Any:
                 rate = (counts[i] - counts[i - 1]) / (times[i] - times[i - 1])
                 rows.append((trial["trial"], times[i - 1], times[i], rate))
     return pd.DataFrame(rows, columns=["trial", "start_s", "end_s", "rate_eps"])
+
+
+# -- open-loop trials ---------------------------------------------------------------------
+
+#: The measured window's figures of an open-loop trial (NaN for a burst).
+STEADY_METRICS = (
+    "offered_eps",
+    "achieved_publish_eps",
+    "steady_eps",
+    "steady_p50_ms",
+    "steady_p95_ms",
+    "steady_p99_ms",
+    "steady_p999_ms",
+    "backlog_growth_eps",
+)
+
+
+def is_open_loop(trials: Any) -> Any:
+    """A boolean Series: which trials offered their load at a rate (``rate`` > 0); none in
+    runs that predate open-loop load."""
+    import pandas as pd
+
+    if "rate" not in trials:
+        return pd.Series(False, index=trials.index, dtype=bool)
+    return pd.to_numeric(trials["rate"], errors="coerce").fillna(0) > 0
+
+
+def open_loop(run: Run) -> Any:
+    """The finished open-loop trials, ``sustained`` as a bool and the window's figures as
+    numbers (``not_sustained`` as text)."""
+    import pandas as pd
+
+    t = measured(run)
+    if t.empty:
+        return t
+    t = t[is_open_loop(t)].copy()
+    if t.empty:
+        return t
+    for column in STEADY_METRICS:
+        t[column] = pd.to_numeric(t[column], errors="coerce") if column in t else math.nan
+    for column in ("sustained", "rate_held"):
+        values = t[column] if column in t else pd.Series("", index=t.index)
+        t[column] = values.map(_text).str.lower() == "true"
+    t["not_sustained"] = t["not_sustained"].map(_text) if "not_sustained" in t else ""
+    return t
+
+
+#: The whole-trial figures an open-loop trial's window replaces in :func:`headline`.
+HEADLINE = {
+    "throughput_eps": "steady_eps",
+    "latency_p50_ms": "steady_p50_ms",
+    "latency_p95_ms": "steady_p95_ms",
+    "latency_p99_ms": "steady_p99_ms",
+    "latency_max_ms": "steady_max_ms",
+}
+
+
+def headline(run: Run) -> Run:
+    """The run as the sweep charts and the summary table read it.
+
+    An open-loop trial's whole-trial throughput is the rate it was offered, and its
+    whole-trial latency mixes in the warm-up and the drain: its throughput and latency
+    columns become its window's (:data:`HEADLINE`), and ``events``, which it sets from its
+    rate × duration, is dropped as an axis. A capacity search's rates are the search's,
+    not a sweep: there only its bursts (the probes) are kept.
+    """
+    import pandas as pd
+
+    t = run.trials
+    if t.empty or not is_open_loop(t).any():
+        return run
+    open_ = is_open_loop(t)
+    if run.meta.get("mode") == "capacity":
+        t = t[~open_]
+    else:
+        t = t.copy()
+        for whole, window in HEADLINE.items():
+            if whole in t and window in t:
+                window_values = pd.to_numeric(t[window], errors="coerce")
+                t[whole] = window_values.where(open_, pd.to_numeric(t[whole], errors="coerce"))
+        t = t.drop(columns="events", errors="ignore")
+    ts = run.timeseries
+    if len(ts) and "trial" in ts:
+        ts = ts[ts["trial"].isin(t["trial"])]
+    return dataclasses.replace(run, trials=t, timeseries=ts)
+
+
+def load_axes(run: Run, trials: Any) -> list[str]:
+    """The swept axes that tell open-loop configurations apart: every swept axis but
+    ``rate``, and but ``events``, which an open-loop trial sets from its rate × duration."""
+    return [a for a in swept(run, trials) if a not in ("rate", "events")]
+
+
+def steady_summary(run: Run) -> tuple[Any, list[str]]:
+    """The open-loop trials' window figures per configuration and rate, and the axes of a
+    configuration (:func:`load_axes`).
+
+    One row per (configuration, ``rate``) in sorted order, with :func:`summarize`'s columns
+    for each of :data:`STEADY_METRICS` and ``window_s``, and ``trials`` (how many),
+    ``sustained`` (how many of them were), ``not_sustained`` (the distinct reasons of those
+    that were not, joined by ``; ``) and ``first_trial``.
+    """
+    import pandas as pd
+
+    t = open_loop(run)
+    if t.empty:
+        return pd.DataFrame(), []
+    axes = load_axes(run, t)
+    if "window_s" not in t:
+        t["window_s"] = math.nan
+    summary = summarize(t, [*axes, "rate"], [*STEADY_METRICS, "window_s"])
+    groups = t.groupby([*axes, "rate"], sort=True, dropna=False)
+    summary["trials"] = groups.size().to_numpy()
+    summary["sustained"] = groups["sustained"].sum().to_numpy().astype(int)
+    summary["not_sustained"] = [
+        "; ".join(dict.fromkeys(r for r in g.loc[~g["sustained"], "not_sustained"] if r))
+        for _, g in groups
+    ]
+    summary["first_trial"] = groups["trial"].min().to_numpy()
+    return summary, axes
+
+
+def configurations(summary: Any, axes: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The distinct values of ``axes`` in ``summary``, each axis in its natural order."""
+    if not axes:
+        return [()]
+    order = {a: ordered(a, summary[a]) for a in axes}
+    keys = {tuple(row) for row in summary[list(axes)].itertuples(index=False)}
+    return sorted(
+        keys, key=lambda k: tuple(order[a].index(v) for a, v in zip(axes, k, strict=True))
+    )
+
+
+def of_configuration(summary: Any, axes: Sequence[str], key: Sequence[Any]) -> Any:
+    """The rows of ``summary`` whose ``axes`` take the values ``key``, sorted by ``rate``
+    when it has one."""
+    rows = summary
+    for axis, value in zip(axes, key, strict=True):
+        rows = rows[rows[axis] == value]
+    return rows.sort_values("rate") if "rate" in rows else rows
+
+
+def capacity_axes(capacity: Any) -> list[str]:
+    """The configuration's axes in ``capacity.csv``: the columns between ``config`` and
+    ``fraction``."""
+    columns = list(capacity.columns)
+    if "config" not in columns or "fraction" not in columns:
+        return []
+    return columns[columns.index("config") + 1 : columns.index("fraction")]
+
+
+#: The window's figures ``capacity.csv`` gives per trial.
+CAPACITY_METRICS = (
+    "steady_eps",
+    "steady_p50_ms",
+    "steady_p95_ms",
+    "steady_p99_ms",
+    "steady_p999_ms",
+)
+
+
+def capacity_summary(run: Run) -> tuple[Any, list[str]]:
+    """A capacity search's ``capacity.csv``, one row per configuration and share of its
+    capacity (repetitions of a share summarised), and the configuration's axes.
+
+    Columns: ``config``, the axes, ``fraction`` (NaN when no rate was sustained),
+    ``capacity_eps``, ``probe_eps``, ``rate``, :func:`summarize`'s columns for each of
+    :data:`CAPACITY_METRICS`, ``trials`` and ``sustained`` (how many of them were).
+    """
+    import pandas as pd
+
+    cap = run.capacity.copy() if run.capacity is not None else pd.DataFrame()
+    if cap.empty or "capacity_eps" not in cap:
+        return pd.DataFrame(), []
+    axes = capacity_axes(cap)
+    numbers = ("fraction", "capacity_eps", "probe_eps", "rate", *CAPACITY_METRICS)
+    for column in numbers:
+        cap[column] = pd.to_numeric(cap[column], errors="coerce") if column in cap else math.nan
+    cap["sustained"] = cap["sustained"].map(_text).str.lower() == "true"
+    keys = ["config", *axes, "fraction", "capacity_eps", "probe_eps", "rate"]
+    summary = summarize(cap, keys, [m for m in CAPACITY_METRICS if m in cap])
+    groups = cap.groupby(keys, sort=True, dropna=False)
+    summary["trials"] = groups.size().to_numpy()
+    summary["sustained"] = groups["sustained"].sum().to_numpy().astype(int)
+    return summary, axes

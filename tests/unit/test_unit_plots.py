@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import plots, report, stats
+from harness import load_plots, plots, report, stats
 from harness.experiment import Trial
 from harness.results import load
 from tests.data import runs
@@ -403,3 +403,259 @@ def test_a_batch_sweep_gets_throughput_vs_batch_size(tmp_path: Path) -> None:
     sentence = plots.describe_throughput_vs_batch(run)
     # the synthetic throughput does not depend on the batch: peak = smallest, 1.0×
     assert sentence.startswith("Throughput peaks at") and "1.0×" in sentence
+
+
+# -- open-loop load -------------------------------------------------------------------
+
+OPEN_LOOP = {"duration_s": 5, "warmup_s": 1}
+#: 1 consumer sustains up to 1,000 events/s, 2 up to 2,000 (runs.ceiling)
+RATES_BY_CONSUMERS = {"consumers": [1, 2], "rate": [500, 1500, 3000]}
+
+
+def joined(ax: Any, prefix: str) -> list[Any]:
+    """The lines joining a latency's points (labelled ``p99 · 1 consumer`` …)."""
+    return [line for line in ax.lines if line.get_label().startswith(prefix)]
+
+
+def hollow(ax: Any) -> list[tuple[float, float]]:
+    """The points drawn with hollow markers."""
+    return [
+        (x, y)
+        for line in ax.lines
+        if line.get_marker() not in ("None", "", None) and line.get_markerfacecolor() == "none"
+        for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+    ]
+
+
+def test_open_loop_trials_at_several_rates_get_latency_vs_throughput(tmp_path: Path) -> None:
+    path = runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP)
+    written = drawn(plots.plot_run(path))
+    assert "latency_vs_throughput.png" in written
+    assert "capacity.png" not in written  # no capacity.csv
+
+
+def test_latency_vs_throughput_needs_two_rates_in_a_configuration(tmp_path: Path) -> None:
+    bursts = load(runs.make_run(tmp_path, sweep=ISO_BY_CONSUMERS, run_id="bursts"))
+    one_rate = load(
+        runs.make_run(
+            tmp_path, sweep={"consumers": [1, 2]}, params={**OPEN_LOOP, "rate": 500}, run_id="one"
+        )
+    )
+    names = {c.filename for c in plots.CHARTS if c.applies(bursts) or c.applies(one_rate)}
+    assert "latency_vs_throughput.png" not in names
+    assert not load_plots.applies_latency_vs_throughput(bursts)
+    assert not load_plots.applies_latency_vs_throughput(one_rate)
+
+
+def test_latency_vs_throughput_axes_and_a_line_per_configuration_and_percentile(
+    tmp_path: Path,
+) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
+    fig = load_plots.latency_vs_throughput(run)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "events/s committed in the measured window"
+    assert ax.get_ylabel() == "latency, intended send to commit (ms)"
+    assert fig.get_suptitle() == "Latency vs throughput"
+    assert "intended send time" in fig.get_supxlabel()
+    p99, p50 = joined(ax, "p99 ·"), joined(ax, "p50 (median) ·")
+    assert [line.get_label() for line in p99] == ["p99 · 1 consumer", "p99 · 2 consumers"]
+    assert len(p50) == 2
+    assert {line.get_linestyle() for line in p99} == {"-"}
+    assert {line.get_linestyle() for line in p50} == {"--"}
+    assert p99[0].get_color() != p99[1].get_color()
+    # joined in order of rate: 1 consumer commits 500, then at most 1,000 events/s
+    assert list(p99[0].get_xdata()) == pytest.approx([500, 1000, 1000])
+    p50_one = [runs.steady_p50_ms(_params(consumers=1, rate=r), 0) for r in (500, 1500, 3000)]
+    assert list(p50[0].get_ydata()) == pytest.approx(p50_one)
+    legend = fig.legends[0]
+    assert legend.get_title().get_text() == "consumers"
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:2] == ["1 consumer", "2 consumers"]
+    assert {"p99", "p50 (median)", "not sustained", "p99 objective (100 ms)"} <= set(texts)
+
+
+def _params(**changes: Any) -> Any:
+    from harness.experiment import TrialParams
+
+    return TrialParams(**{**OPEN_LOOP, **changes})
+
+
+def test_unsustained_points_are_hollow(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
+    (ax,) = load_plots.latency_vs_throughput(run).axes
+    # above its ceiling a configuration is not sustained: 1 consumer at 1,500 and 3,000,
+    # 2 consumers at 3,000; each hollow twice (its p99 and its p50)
+    points = hollow(ax)
+    assert len(points) == 6
+    assert sorted({x for x, _ in points}) == pytest.approx([1000, 2000])
+    p99_one_at_3000 = 40 * runs.steady_p50_ms(_params(consumers=1, rate=3000), 0)
+    assert any(y == pytest.approx(p99_one_at_3000) for _, y in points)
+    filled = [
+        line
+        for line in ax.lines
+        if line.get_linestyle() == "None" and line.get_markerfacecolor() != "none"
+    ]
+    assert sum(len(line.get_xdata()) for line in filled) == 2 * 3  # the sustained points
+
+
+def test_repeated_rates_are_plotted_as_mean_with_95_percent_interval(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP, repeat=3))
+    fig = load_plots.latency_vs_throughput(run)
+    (ax,) = fig.axes
+    assert ax.containers, "error bars for the repeats"
+    p99 = joined(ax, "p99 · 1 consumer")[0]
+    # 1 consumer at 500 events/s: p99 = 4 × p50, p50 10% more per repetition
+    values = [4 * runs.steady_p50_ms(_params(consumers=1, rate=500), r) for r in range(3)]
+    summary = stats.summarize(pd.DataFrame({"v": values}), [], ["v"])
+    assert p99.get_ydata()[0] == pytest.approx(summary["v_mean"].iloc[0])
+    assert "mean of 3 repeats" in fig.get_supxlabel()
+
+
+def test_latency_vs_throughput_sentence(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
+    # best sustained: 2 consumers at 1,500 (p50 = 10 × (1 + 0.75) / 2 = 8.75, p99 35 ms);
+    # 1 consumer: p99 4 × 15 = 60 ms at 500, 40 × 40 = 1,600 ms at 3,000
+    assert load_plots.describe_latency_vs_throughput(run) == (
+        "The highest sustained throughput is 1,500 events/s committed, by 2 consumers, at an "
+        "offered 1,500 events/s, with p99 35 ms there; p99 goes from 60 ms at 500 events/s "
+        "offered to 1,600 ms at 3,000 with 1 consumer and from 25 ms at 500 to 500 ms at 3,000 "
+        "with 2 consumers."
+    )
+
+
+def test_a_reference_is_drawn_beside_ours_as_stars(tmp_path: Path) -> None:
+    path = runs.make_run(
+        tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP, reference=runs.SEED_REFERENCE
+    )
+    fig = load_plots.latency_vs_throughput(load(path))
+    (ax,) = fig.axes
+    (stars,) = [line for line in ax.lines if line.get_marker() == "*"]
+    assert list(stars.get_xdata()) == [113.4, 113.4]
+    assert list(stars.get_ydata()) == [250, 650]
+    assert ax.get_xscale() == "log"  # 113 to 2,000 events/s
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "the seed report (p50 and p99)" in texts
+
+
+def test_the_sweep_charts_show_an_open_loop_trials_window(tmp_path: Path) -> None:
+    path = runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP)
+    run = load(path)
+    headline = stats.headline(run).trials
+    assert "events" not in headline  # it follows the rate
+    one = headline[(headline["consumers"] == 1) & (headline["rate"] == 3000)]
+    assert one["throughput_eps"].tolist() == [1000.0]  # committed, not offered
+    assert plots.describe_throughput_vs_consumers(run).startswith(
+        "Throughput peaks at 2,000 events/s with 2 consumers at 3,000 events/s offered"
+    )
+    assert "measured window" in plots.throughput_vs_consumers(run).get_supxlabel()
+
+
+# -- capacity -------------------------------------------------------------------------
+
+
+def test_a_capacity_run_gets_the_capacity_chart_and_burst_only_sweep_charts(
+    tmp_path: Path,
+) -> None:
+    path = runs.make_capacity_run(tmp_path)
+    written = drawn(plots.plot_run(path))
+    assert {"capacity.png", "latency_vs_throughput.png", "throughput_vs_consumers.png"} <= written
+    run = load(path)
+    # the probes alone: 1,000 events/s per consumer
+    assert plots.describe_throughput_vs_consumers(run) == (
+        "Throughput peaks at 4,000 events/s with 4 consumers at read_committed, against "
+        "1,000 events/s with 1 consumer."
+    )
+    assert "capacity search's probes" in plots.throughput_vs_consumers(run).get_supxlabel()
+
+
+def test_capacity_chart_does_not_apply_without_capacity_csv(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
+    assert run.capacity.empty
+    assert not load_plots.applies_capacity(run)
+
+
+def test_capacity_chart_bars_and_latency_by_share(tmp_path: Path) -> None:
+    path = runs.make_capacity_run(tmp_path, none_sustained=(4,))
+    capacity = pd.read_csv(path / "capacity.csv")
+    capacity.loc[(capacity["consumers"] == 2) & (capacity["fraction"] == 0.5), "sustained"] = False
+    capacity.to_csv(path / "capacity.csv", index=False)
+    fig = load_plots.capacity(load(path))
+    bars, lines = fig.axes
+    assert [p.get_height() for p in bars.patches] == [1000, 2000]  # none for 4 consumers
+    texts = [t.get_text() for t in bars.texts]
+    assert texts == ["1,000", "2,000", "none\nsustained"]
+    assert [t.get_text() for t in bars.get_xticklabels()] == [
+        "1 consumer",
+        "2 consumers",
+        "4 consumers",
+    ]
+    assert bars.get_ylabel() == "events/s"
+    assert lines.get_yscale() == "log"
+    assert lines.get_ylabel() == "latency, intended send to commit (ms)"
+    assert [t.get_text() for t in lines.get_xticklabels()] == ["25%", "50%", "75%", "100%"]
+    p99 = joined(lines, "p99 ·")
+    assert [line.get_label() for line in p99] == ["p99 · 1 consumer", "p99 · 2 consumers"]
+    assert len(joined(lines, "p50 (median) ·")) == 2
+    assert list(p99[0].get_xdata()) == [25, 50, 75, 100]
+    assert list(p99[0].get_ydata()) == pytest.approx([50, 60, 70, 80])  # 4 × 10 × (1 + share)
+    # the share made unsustained above is hollow, its p99 (30 ms) and its p50 (7.5 ms)
+    assert sorted(hollow(lines)) == pytest.approx([(50, 7.5), (50, 30.0)])
+
+
+def test_capacity_sentence(tmp_path: Path) -> None:
+    run = load(runs.make_capacity_run(tmp_path, none_sustained=(4,)))
+    assert load_plots.describe_capacity(run) == (
+        "Capacity, the highest open-loop rate sustained: 1,000 events/s with 1 consumer, p99 "
+        "60 ms at half of it; 2,000 events/s with 2 consumers, p99 30 ms at half of it; none "
+        "sustained with 4 consumers."
+    )
+
+
+def test_capacity_repeats_are_summarised_per_share(tmp_path: Path) -> None:
+    run = load(runs.make_capacity_run(tmp_path, consumers=(1,), repeat=3))
+    summary, axes = stats.capacity_summary(run)
+    assert axes == ["consumers"]
+    half = summary[summary["fraction"] == 0.5].iloc[0]
+    assert half["trials"] == 3 and half["sustained"] == 3
+    # p99 60 ms, 10% more per repetition: 60, 66, 72
+    assert half["steady_p99_ms_mean"] == pytest.approx(66.0)
+    assert load_plots.capacity(run).axes[1].containers  # error bars
+
+
+# -- the time series of an open-loop run ----------------------------------------------
+
+
+def test_time_series_with_latency_gets_a_log_latency_row_and_the_window(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
+    fig = plots.throughput_over_time(run)
+    top, bottom = fig.axes
+    assert top.get_ylabel() == "commit rate (events/s)"
+    assert bottom.get_ylabel() == "p99 latency of each second (ms)"
+    assert bottom.get_yscale() == "log"
+    assert bottom.get_xlabel() == "time since publishing began (s)"
+    assert len(bottom.lines) == len(run.trials)
+    # warm-up 1 s of 5: the window is seconds 1 to 4, shaded from 1 s to 5 s
+    for ax in (top, bottom):
+        (span,) = windows(ax)
+        assert (span.get_x(), span.get_x() + span.get_width()) == (1.0, 5.0)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "measured window" in texts
+    assert "500 events/s offered" in texts  # the colours are the rates' …
+    assert "consumers = 1" in texts
+    sentence = plots.describe_throughput_over_time(run)
+    assert "the p99 latency of a second ranges from 25 to 1,600 ms in the measured windows" in (
+        sentence
+    )
+
+
+def test_time_series_without_latency_keeps_one_row(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep={"consumers": [1, 2]}))
+    assert "latency_p99_ms" not in run.timeseries
+    fig = plots.throughput_over_time(run)
+    assert len(fig.axes) == 1
+    assert not windows(fig.axes[0])
+
+
+def windows(ax: Any) -> list[Any]:
+    return [p for p in ax.patches if p.get_label() == "_measured window"]
