@@ -14,7 +14,6 @@ from harness import capacity
 from harness.config import Settings
 from harness.experiment import Experiment, Trial
 
-EXIT_OK, EXIT_FAILED_TRIAL, EXIT_INTERRUPTED = 0, 1, 130
 CAPACITY_CSV = "capacity.csv"
 
 
@@ -28,9 +27,11 @@ def main(
     *,
     quiet: bool = False,
     repeat: int = 1,
-) -> int:
+) -> str:
+    """Run the search and show its table; returns how the run ended (see
+    :func:`harness.progress.conclude`)."""
     # Imported here: Ray is slow to import.
-    from harness import cluster, progress, report, results
+    from harness import cluster, progress, results
     from harness.runner import Runner
 
     axes = [a for a in exp.sweep if a != "rate"]
@@ -64,22 +65,7 @@ def main(
     for line in spreads(points, axes):
         console.print(line)
     console.print(f"results: {out}/{CAPACITY_CSV}, {out}/trials.csv, {out}/meta.json")
-    if finished:
-        try:
-            console.print(f"report: {report.write_report(out)}, charts in {out}/plots/")
-        except Exception as exc:  # the results are safe on disk; say what went wrong
-            console.print(f"[yellow]charts and report not written[/yellow]: {exc!r}")
-    if status == "interrupted":
-        console.print("[yellow]interrupted[/yellow]: the trials finished so far are written")
-        return EXIT_INTERRUPTED
-    failed = [r for r in finished if not r.invariant_ok]
-    if failed:
-        console.print(
-            f"[bold red]{len(failed)} of {len(finished)} trials broke an invariant[/bold red]"
-        )
-        return EXIT_FAILED_TRIAL
-    console.print(f"[green]all {len(finished)} trials hold every invariant[/green]")
-    return EXIT_OK
+    return progress.conclude(console, out, finished, interrupted=status == "interrupted")
 
 
 def _write(path: Path, points: list[capacity.Point], axes: list[str]) -> None:

@@ -18,6 +18,8 @@ from harness import __version__, environment, experiment, services
 from harness.config import Settings
 
 EXIT_OK, EXIT_FAILED_TRIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: exit codes by how a run ended (:func:`harness.progress.conclude`)
+EXITS = {"ok": EXIT_OK, "failed": EXIT_FAILED_TRIAL, "interrupted": EXIT_INTERRUPTED}
 
 
 class UsageError(ValueError):
@@ -44,6 +46,23 @@ def _connection_flags(parser: argparse.ArgumentParser, *, ray: bool = True) -> N
         group.add_argument("--ray-tmpdir", help="Ray's session files and logs (HARNESS_RAY_TMPDIR)")
 
 
+def _experiment_flags(parser: argparse.ArgumentParser, *, sweeps: str) -> None:
+    """The experiment to run, its overrides, and where its results go."""
+    parser.add_argument("name", help="experiment name (experiments/NAME.toml) or a .toml path")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a parameter; KEY=a,b,c {sweeps} (repeatable)",
+    )
+    parser.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
+    parser.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
+    parser.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
+    parser.add_argument("--quiet", action="store_true", help="no live progress line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
@@ -53,19 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment's sweep and write its results")
-    run.add_argument("name", help="experiment name (experiments/NAME.toml) or a .toml path")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter; KEY=a,b,c sweeps it (repeatable)",
-    )
-    run.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
-    run.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
-    run.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
-    run.add_argument("--quiet", action="store_true", help="no live progress line")
+    _experiment_flags(run, sweeps="sweeps it")
     run.add_argument(
         "--quick",
         action="store_true",
@@ -82,19 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "capacity",
         help="find the highest rate each configuration sustains, and its latency below it",
     )
-    cap.add_argument("name", help="experiment name (experiments/NAME.toml) or a .toml path")
-    cap.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter; KEY=a,b,c searches each value (repeatable)",
-    )
-    cap.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
-    cap.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
-    cap.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
-    cap.add_argument("--quiet", action="store_true", help="no live progress line")
+    _experiment_flags(cap, sweeps="searches each value")
     cap.add_argument(
         "--quick", action="store_true", help="shorter trials (4 s of load) and a coarser search"
     )
@@ -591,9 +586,11 @@ def _capacity(args: argparse.Namespace, console: Console) -> int:
         fractions=list(capacity.FRACTIONS),
         repeat=args.repeat,
     )
-    return capacity_cli.main(
-        exp, search, settings, out, meta, console, quiet=args.quiet, repeat=args.repeat
-    )
+    return EXITS[
+        capacity_cli.main(
+            exp, search, settings, out, meta, console, quiet=args.quiet, repeat=args.repeat
+        )
+    ]
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -658,31 +655,5 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         cluster.shutdown()
         writer.finish(status=status, ray=ray_facts, trials_run=len(finished))
     console.print(progress.summary_table(finished, varying))
-    failed = [r for r in finished if not r.invariant_ok]
     console.print(f"results: {out}/trials.csv, {out}/meta.json")
-    if finished:
-        from harness import report
-
-        try:
-            written = report.write_report(out)
-            console.print(f"report: {written}, charts in {out}/plots/")
-        except Exception as exc:  # the results are safe on disk; say what went wrong
-            console.print(f"[yellow]charts and report not written[/yellow]: {exc!r}")
-    if status == "interrupted":
-        console.print("[yellow]interrupted[/yellow]: the trials finished so far are written")
-        return EXIT_INTERRUPTED
-    if failed:
-        console.print(
-            f"[bold red]{len(failed)} of {len(finished)} trials broke an invariant[/bold red]"
-        )
-        return EXIT_FAILED_TRIAL
-    anomalous = [r for r in finished if r.anomalies]
-    if anomalous:
-        console.print(
-            f"[green]no invariant broken[/green] that the strategies promise; "
-            f"[yellow]{len(anomalous)} trial{'s' if len(anomalous) != 1 else ''} showed the "
-            "anomaly expected of their counter strategy[/yellow]"
-        )
-        return EXIT_OK
-    console.print(f"[green]all {len(finished)} trials hold every invariant[/green]")
-    return EXIT_OK
+    return EXITS[progress.conclude(console, out, finished, interrupted=status == "interrupted")]

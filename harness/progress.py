@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
@@ -183,3 +184,36 @@ def _sustained(r: TrialResult) -> str:
     if r.steady.sustained is None:
         return "–"
     return "[green]yes[/green]" if r.steady.sustained else "[yellow]no[/yellow]"
+
+
+def conclude(
+    console: Console, out: Path, finished: Sequence[TrialResult], *, interrupted: bool
+) -> str:
+    """Write the run's report, say how it ended, and return how: ``interrupted``,
+    ``failed`` (a trial broke an invariant) or ``ok``."""
+    if finished:
+        from harness import report
+
+        try:
+            console.print(f"report: {report.write_report(out)}, charts in {out}/plots/")
+        except Exception as exc:  # the results are safe on disk; say what went wrong
+            console.print(f"[yellow]charts and report not written[/yellow]: {exc!r}")
+    if interrupted:
+        console.print("[yellow]interrupted[/yellow]: the trials finished so far are written")
+        return "interrupted"
+    failed = [r for r in finished if not r.invariant_ok]
+    if failed:
+        console.print(
+            f"[bold red]{len(failed)} of {len(finished)} trials broke an invariant[/bold red]"
+        )
+        return "failed"
+    anomalous = [r for r in finished if r.anomalies]
+    if anomalous:
+        console.print(
+            f"[green]no invariant broken[/green] that the strategies promise; "
+            f"[yellow]{len(anomalous)} trial{'s' if len(anomalous) != 1 else ''} showed the "
+            "anomaly expected of their counter strategy[/yellow]"
+        )
+        return "ok"
+    console.print(f"[green]all {len(finished)} trials hold every invariant[/green]")
+    return "ok"
