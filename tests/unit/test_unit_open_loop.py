@@ -16,24 +16,9 @@ from harness.experiment import Experiment, ExperimentError, TrialParams
 from harness.generator import Generator, Workload
 from harness.publisher import Publisher, PublishPlan
 from harness.schedule import NS, Schedule
+from tests.data.clock import FakeClock
 
 T0 = 1_764_000_000 * NS
-
-
-class FakeClock:
-    """Wall-clock time that passes only when the publisher sleeps or a test moves it."""
-
-    def __init__(self, now_ns: int) -> None:
-        self.now_ns = now_ns
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now_ns += round(seconds * NS)
 
 
 class RecordingBroker:

@@ -8,25 +8,10 @@ import itertools
 import pytest
 
 from harness.schedule import NS, TICK_NS, Pacer, Round, Schedule
+from tests.data.clock import FakeClock
 
 #: a wall-clock origin of realistic size (ns since the epoch), so no test relies on small ints
 T0 = 1_764_000_000 * NS + 123
-
-
-class FakeClock:
-    """A clock that stands still until someone sleeps (or a test moves it)."""
-
-    def __init__(self, now_ns: int) -> None:
-        self.now_ns = now_ns
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now_ns += round(seconds * NS)
 
 
 def brute_due(times: list[int], now_ns: int) -> int:
