@@ -6,11 +6,9 @@
 mean, standard deviation, n and a 95% confidence interval per group; :func:`rates` turns
 the time series into commit rates.
 
-The interval is Student's t: ``mean ± t(0.975, n−1) · s / √n``. The critical values for
-1–30 degrees of freedom come from a table (exact to three decimals); beyond 30 a
-Cornish–Fisher expansion around the normal quantile is within 0.001 of the exact value,
-so no statistics package is needed. A group with a single trial has no spread to
-measure: its standard deviation and interval are NaN, not an error.
+The interval is Student's t: ``mean ± t(0.975, n−1) · s / √n``, the quantile from
+``scipy.stats``. A group with a single trial has no spread to measure: its standard
+deviation and interval are NaN, not an error.
 """
 
 from __future__ import annotations
@@ -22,15 +20,10 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from scipy import stats as scipy_stats
+
 from harness import experiment
 from harness.results import Run
-
-#: Two-sided 95% critical values of Student's t, indexed by degrees of freedom − 1.
-T_975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
 
 #: Values in their natural order (the rest sort after them).
 KNOWN_ORDER = {
@@ -49,22 +42,12 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(experiment.TrialParams
 #: Suffixes of the columns :func:`summarize` writes for each metric.
 SUFFIXES = ("mean", "std", "n", "ci", "low", "high")
 
-_Z_975 = statistics.NormalDist().inv_cdf(0.975)
-
 
 def t_critical(df: int) -> float:
     """The two-sided 95% critical value of Student's t with ``df`` degrees of freedom."""
     if df < 1:
         return math.nan
-    if df <= len(T_975):
-        return T_975[df - 1]
-    z = _Z_975
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
+    return float(scipy_stats.t.ppf(0.975, df))
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, int, float]:
