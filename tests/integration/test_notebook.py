@@ -1,11 +1,15 @@
-"""The analysis notebook runs headlessly against a small real run and draws its charts."""
+"""The notebooks run as a user runs them: ``jupyter nbconvert --execute``, whose kernel
+starts in ``notebooks/`` as JupyterLab's does, against a small real run."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +21,7 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "analysis.ipynb"
+BENCH = ROOT / "notebooks" / "bench.ipynb"
 
 
 @pytest.fixture
@@ -43,56 +48,90 @@ def small_run(settings: Settings, tmp_path: Path) -> Path:
     return tmp_path / "smoke" / "nb"
 
 
-def test_notebook_runs_headless_and_shows_every_chart_of_the_run(
-    small_run: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any(c.get("outputs") for c in notebook.cells), "store the notebook without outputs"
-    monkeypatch.setenv("HARNESS_RUN", str(small_run))  # the kernel inherits the environment
-    client = nbclient.NotebookClient(
-        notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(ROOT)}}
+def execute(notebook: Path, out: Path, **env: str) -> list[dict[str, Any]]:
+    """Run ``notebook`` with ``jupyter nbconvert --execute`` into ``out``; return the code
+    cells' outputs. Fails with nbconvert's own message if a cell raises."""
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which(
+        "jupyter"
     )
-    client.execute()  # raises CellExecutionError, with the cell and traceback, if a cell fails
+    assert jupyter, "jupyter is not installed: pip install -e '.[dev]' (or '.[notebooks]')"
+    stored = json.loads(notebook.read_text())
+    assert not any(c.get("outputs") for c in stored["cells"]), "store the notebook without outputs"
+    proc = subprocess.run(
+        [
+            jupyter,
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            str(notebook),
+            "--output-dir",
+            str(out.parent),
+            "--output",
+            out.name,
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(out.read_text())
+    return [o for c in done["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
 
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+
+def _text(outputs: list[dict[str, Any]], kind: str) -> str:
+    return "".join("".join(o.get("data", {}).get(kind, "")) for o in outputs)
+
+
+def test_analysis_notebook_runs_as_a_user_runs_it_and_shows_every_chart(
+    small_run: Path, tmp_path: Path
+) -> None:
+    outputs = execute(NOTEBOOK, tmp_path / "analysis.ipynb", HARNESS_RUN=str(small_run))
+    assert not [o for o in outputs if o["output_type"] == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     expected = plots.charts_for(load(small_run))
     assert len(expected) >= 3  # throughput and retries vs consumers, correctness
     assert len(images) == len(expected)
-    assert str(small_run) in "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert str(small_run) in _text(outputs, "text/plain")
 
 
 def test_bench_notebook_reads_every_kept_bench_run_and_draws_the_newest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """notebooks/bench.ipynb over two bench.json files: a table row each, the spread of
     c/a by round, and the newest run's two charts."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-
     kept = ROOT / "results" / "bench" / "reference" / "session4"
+    runs = tmp_path / "runs"
+    runs.mkdir()
     for name in ("final-run-1.json", "final-run-2.json"):
-        (tmp_path / name).write_bytes((kept / name).read_bytes())
-    (tmp_path / "meta.json").write_text("{}")  # not a bench.json: left out
-    notebook = nbformat.read(ROOT / "notebooks" / "bench.ipynb", as_version=4)
-    assert not any(c.get("outputs") for c in notebook.cells), "store the notebook without outputs"
-    monkeypatch.setenv("HARNESS_BENCH", str(tmp_path))
-    client = nbclient.NotebookClient(
-        notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(ROOT)}}
+        (runs / name).write_bytes((kept / name).read_bytes())
+    (runs / "meta.json").write_text("{}")  # not a bench.json: left out
+    outputs = execute(
+        ROOT / "notebooks" / "bench.ipynb", tmp_path / "b.ipynb", HARNESS_BENCH=str(runs)
     )
-    client.execute()
-
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
-    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    text, markdown = _text(outputs, "text/plain"), _text(outputs, "text/markdown")
     assert "**2 bench runs**" in markdown and "final-run-2.json" in markdown  # the newest
     assert "final-run-1.json" in text and "none" in text  # every target met in both
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # c/a by round, and the newest run's two charts
+
+
+def test_bench_notebook_finds_the_kept_runs_from_the_notebooks_folder(tmp_path: Path) -> None:
+    """Without HARNESS_BENCH the kernel, started in notebooks/, still finds
+    results/bench/reference (it once found nothing and failed with KeyError: 'started')."""
+    outputs = execute(BENCH, tmp_path / "b.ipynb", HARNESS_BENCH="")
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert "bench runs** read from `../results/bench/reference`" in _text(outputs, "text/markdown")
+
+
+def test_bench_notebook_with_no_run_says_so_in_a_sentence(tmp_path: Path) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    outputs = execute(
+        ROOT / "notebooks" / "bench.ipynb", tmp_path / "b.ipynb", HARNESS_BENCH=str(empty)
+    )
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert "No bench run found" in _text(outputs, "text/markdown")
+    assert not [o for o in outputs if "image/png" in o.get("data", {})]
