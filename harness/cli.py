@@ -230,10 +230,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "bench":
             return _bench(args, console)
         if args.command == "plot":
-            from harness import bench_plots, plots
+            from harness import bench_plots, charts
 
             run = Path(args.run)
-            drawn = bench_plots.write(run) if (run / "bench.json").exists() else plots.plot_run(run)
+            drawn = (
+                bench_plots.write(run) if (run / "bench.json").exists() else charts.plot_run(run)
+            )
             for path in drawn:
                 console.print(str(path))
             return EXIT_OK

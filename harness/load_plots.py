@@ -4,7 +4,7 @@ An open-loop trial offers events at a rate on a schedule; its figures come from 
 measured window (warm-up left out), with latency from each event's intended send time to
 its commit (:mod:`harness.steady`). Each chart here is a ``draw(run) -> Figure`` with a
 ``describe(run) -> str`` and an ``applies(run) -> bool``, registered in
-:data:`harness.plots.CHARTS`; they draw with that module's helpers.
+:data:`harness.charts.CHARTS`; they draw with that module's helpers.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Charts of a run, drawn from its stored results into ``<run>/plots/*.png``.
 
 Each chart is a function ``draw(run) -> Figure`` with a companion ``describe(run) -> str``
-that says in one sentence, from the data, what the chart shows; :data:`CHARTS` registers
-them with the test that decides whether a run can draw the chart at all (a run with one
-batch size has no latency-vs-batch chart). Figures are built on the Agg canvas without
-pyplot, so nothing here touches a display or global state, and a notebook can show the
-same figures inline.
+that says in one sentence, from the data, what the chart shows;
+:data:`harness.charts.CHARTS` registers them with the test that decides whether a run
+can draw the chart at all (a run with one batch size has no latency-vs-batch chart).
+Figures are built on the Agg canvas without pyplot, so nothing here touches a display or
+global state, and a notebook can show the same figures inline.
 
 Axes a chart does not show are held at one value (the experiment's base value, else the
 parameter's default, else the most common one), and the caption under the chart says which.
 The sweep charts read an open-loop trial's measured window (:func:`stats.headline`); the
 charts of open-loop load itself (latency vs throughput, capacity) are drawn by
-:mod:`harness.load_plots` and registered here with the others.
+:mod:`harness.load_plots`. :mod:`harness.charts` lists them all.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -31,7 +30,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from harness import stats
-from harness.results import Run, load
+from harness.results import Run
 
 ISOLATION_COLOURS = {
     "read_committed": "#1f77b4",
@@ -240,7 +239,7 @@ def _errorbar(ax: Axes, xs: Any, s: Any, spec: _Series, colour: str, *, log: boo
     )  # fmt: skip
 
 
-def _applies_consumers(run: Run) -> bool:
+def applies_consumers(run: Run) -> bool:
     t = stats.measured(stats.headline(run))
     return not t.empty and t["consumers"].nunique() > 1
 
@@ -388,7 +387,7 @@ def describe_throughput_vs_batch(run: Run) -> str:
     )
 
 
-def _applies_batch(run: Run) -> bool:
+def applies_batch(run: Run) -> bool:
     t = stats.measured(stats.headline(run))
     return not t.empty and t["batch_size"].nunique() > 1
 
@@ -501,7 +500,7 @@ def _losses(cell: dict[str, Any]) -> str:
     return f": {', '.join(lost)}" if lost else ""
 
 
-def _applies_correctness(run: Run) -> bool:
+def applies_correctness(run: Run) -> bool:
     return not run.trials.empty
 
 
@@ -672,106 +671,5 @@ def describe_throughput_over_time(run: Run) -> str:
     )
 
 
-def _applies_time(run: Run) -> bool:
+def applies_time(run: Run) -> bool:
     return not run.trials.empty and not run.timeseries.empty
-
-
-# -- the registry -----------------------------------------------------------------------------
-
-
-def _drawn_by_load_plots(name: str) -> Callable[[Run], Any]:
-    """A function of :mod:`harness.load_plots`, looked up when called: that module draws
-    with this one's helpers, so it is imported after this one."""
-
-    def call(run: Run) -> Any:
-        from harness import load_plots
-
-        return getattr(load_plots, name)(run)
-
-    call.__name__ = call.__qualname__ = name
-    return call
-
-
-CHARTS: tuple[Chart, ...] = (
-    Chart(
-        "capacity.png",
-        "Capacity",
-        _drawn_by_load_plots("applies_capacity"),
-        _drawn_by_load_plots("capacity"),
-        _drawn_by_load_plots("describe_capacity"),
-    ),
-    Chart(
-        "latency_vs_throughput.png",
-        "Latency vs throughput",
-        _drawn_by_load_plots("applies_latency_vs_throughput"),
-        _drawn_by_load_plots("latency_vs_throughput"),
-        _drawn_by_load_plots("describe_latency_vs_throughput"),
-    ),
-    Chart(
-        "throughput_vs_consumers.png",
-        "Throughput vs consumers",
-        _applies_consumers,
-        throughput_vs_consumers,
-        describe_throughput_vs_consumers,
-    ),
-    Chart(
-        "throughput_vs_batch.png",
-        "Throughput vs batch size",
-        _applies_batch,
-        throughput_vs_batch,
-        describe_throughput_vs_batch,
-    ),
-    Chart(
-        "latency_vs_batch.png",
-        "Latency vs batch size",
-        _applies_batch,
-        latency_vs_batch,
-        describe_latency_vs_batch,
-    ),
-    Chart(
-        "retries_vs_consumers.png",
-        "Retries vs consumers",
-        _applies_consumers,
-        retries_vs_consumers,
-        describe_retries_vs_consumers,
-    ),
-    Chart(
-        "correctness.png",
-        "Correctness: what held and what was lost",
-        _applies_correctness,
-        correctness,
-        describe_correctness,
-    ),
-    Chart(
-        "throughput_over_time.png",
-        "Commit rate over time",
-        _applies_time,
-        throughput_over_time,
-        describe_throughput_over_time,
-    ),
-)
-
-
-def charts_for(run: Run) -> list[Chart]:
-    """The charts this run has the data for, in report order."""
-    return [chart for chart in CHARTS if chart.applies(run)]
-
-
-def plot_run(run_path: str | Path) -> list[Path]:
-    """Draw every chart the run can show into ``<run>/plots/`` and return the files written.
-
-    Charts from an earlier drawing that no longer apply are removed, so the folder always
-    matches the run.
-    """
-    run = load(run_path)
-    directory = run.path / "plots"
-    directory.mkdir(exist_ok=True)
-    written = []
-    for chart in CHARTS:
-        target = directory / chart.filename
-        if chart.applies(run):
-            chart.draw(run).savefig(target)
-            written.append(target)
-        else:
-            target.unlink(missing_ok=True)
-    return written

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import experiment, load_plots, plots, stats, steady
+from harness import charts, experiment, load_plots, plots, stats, steady
 from harness.results import Run, load
 
 #: (column, heading, decimals) of the summary table
@@ -30,9 +30,9 @@ PACKAGES = (("ray", "Ray"), ("psycopg", "psycopg"), ("redis", "redis-py"), ("pan
 
 def write_report(run_path: str | Path) -> Path:
     """Redraw the run's charts and write ``<run>/report.md``; returns its path."""
-    drawn = {p.name for p in plots.plot_run(run_path)}
+    drawn = {p.name for p in charts.plot_run(run_path)}
     run = load(run_path)
-    charts = [c for c in plots.CHARTS if c.filename in drawn]
+    shown = [c for c in charts.CHARTS if c.filename in drawn]
     sections = [
         _title(run),
         _what_ran(run),
@@ -42,7 +42,7 @@ def write_report(run_path: str | Path) -> Path:
         _capacity(run),
         _steady_state(run),
         _beside(run),
-        _charts(run, charts),
+        _charts(run, shown),
     ]
     target = run.path / "report.md"
     target.write_text("\n\n".join(s.strip() for s in sections if s) + "\n", encoding="utf-8")
@@ -261,11 +261,11 @@ def _open_loop_note(run: Run) -> str:
     )
 
 
-def _charts(run: Run, charts: Sequence[plots.Chart]) -> str:
-    if not charts:
+def _charts(run: Run, shown: Sequence[plots.Chart]) -> str:
+    if not shown:
         return ""
     parts = ["## Charts"]
-    for chart in charts:
+    for chart in shown:
         parts.append(
             f"### {chart.title}\n\n![{chart.title}](plots/{chart.filename})\n\n"
             f"{chart.describe(run)}"

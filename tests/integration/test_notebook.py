@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness import plots
+from harness import charts
 from harness.config import Settings
 from harness.results import load
 
@@ -90,7 +90,7 @@ def test_analysis_notebook_runs_as_a_user_runs_it_and_shows_every_chart(
     outputs = execute(NOTEBOOK, tmp_path / "analysis.ipynb", HARNESS_RUN=str(small_run))
     assert not [o for o in outputs if o["output_type"] == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    expected = plots.charts_for(load(small_run))
+    expected = charts.charts_for(load(small_run))
     assert len(expected) >= 3  # throughput and retries vs consumers, correctness
     assert len(images) == len(expected)
     assert str(small_run) in _text(outputs, "text/plain")

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import load_plots, plots, report, stats
+from harness import charts, load_plots, plots, report, stats
 from harness.experiment import Trial
 from harness.results import load
 from tests.data import runs
@@ -29,7 +29,7 @@ def drawn(paths: list[Path]) -> set[str]:
 
 def test_isolation_by_consumers_draws_every_chart_but_latency_vs_batch(tmp_path: Path) -> None:
     run = runs.make_run(tmp_path, sweep=ISO_BY_CONSUMERS, repeat=2)
-    written = plots.plot_run(run)
+    written = charts.plot_run(run)
     assert all(p.parent == run / "plots" for p in written)
     assert drawn(written) == {
         "throughput_vs_consumers.png",
@@ -41,7 +41,7 @@ def test_isolation_by_consumers_draws_every_chart_but_latency_vs_batch(tmp_path:
 
 def test_a_batch_size_sweep_adds_throughput_and_latency_vs_batch(tmp_path: Path) -> None:
     run = runs.make_run(tmp_path, sweep={"batch_size": [10, 100, 1000]})
-    assert drawn(plots.plot_run(run)) == {
+    assert drawn(charts.plot_run(run)) == {
         "throughput_vs_batch.png",
         "latency_vs_batch.png",
         "correctness.png",
@@ -51,13 +51,13 @@ def test_a_batch_size_sweep_adds_throughput_and_latency_vs_batch(tmp_path: Path)
 
 def test_a_single_trial_gets_the_correctness_matrix_and_the_time_series(tmp_path: Path) -> None:
     run = runs.make_run(tmp_path)
-    assert drawn(plots.plot_run(run)) == {"correctness.png", "throughput_over_time.png"}
+    assert drawn(charts.plot_run(run)) == {"correctness.png", "throughput_over_time.png"}
 
 
 def test_without_a_time_series_there_is_no_chart_over_time(tmp_path: Path) -> None:
     run = runs.make_run(tmp_path, sweep=ISO_BY_CONSUMERS, timeseries=False)
     assert not (run / "timeseries.csv").exists()
-    assert "throughput_over_time.png" not in drawn(plots.plot_run(run))
+    assert "throughput_over_time.png" not in drawn(charts.plot_run(run))
 
 
 def test_redrawing_removes_charts_that_no_longer_apply(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_redrawing_removes_charts_that_no_longer_apply(tmp_path: Path) -> None:
     stale = run / "plots" / "latency_vs_batch.png"
     stale.parent.mkdir()
     stale.write_bytes(PNG)
-    plots.plot_run(run)
+    charts.plot_run(run)
     assert not stale.exists()
 
 
@@ -73,7 +73,7 @@ def test_a_run_with_no_trials_draws_nothing(tmp_path: Path) -> None:
     run = runs.make_run(tmp_path, sweep=ISO_BY_CONSUMERS)
     (run / "trials.csv").unlink()
     (run / "timeseries.csv").unlink()
-    assert plots.plot_run(run) == []
+    assert charts.plot_run(run) == []
     assert "No trial was recorded" in report.write_report(run).read_text(encoding="utf-8")
 
 
@@ -145,7 +145,7 @@ def test_a_run_without_a_counter_column_is_treated_as_atomic(tmp_path: Path) -> 
     run = load(path)
     assert set(stats.frame(run)["counter"]) == {"atomic"}
     assert len(plots.throughput_vs_consumers(run).axes) == 1
-    assert "correctness.png" in drawn(plots.plot_run(path))
+    assert "correctness.png" in drawn(charts.plot_run(path))
 
 
 def test_latency_chart_is_log_log_with_p50_and_p99(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_each_chart_has_a_title_labelled_axes_and_a_legend(tmp_path: Path) -> No
     run = load(
         runs.make_run(tmp_path, sweep={**ISO_BY_CONSUMERS, "batch_size": [10, 100]}, repeat=2)
     )
-    for chart in plots.charts_for(run):
+    for chart in charts.charts_for(run):
         fig = chart.draw(run)
         assert fig.get_suptitle(), chart.filename
         assert fig.legends, chart.filename
@@ -317,9 +317,9 @@ def test_report_has_every_section_and_a_sentence_under_each_chart(tmp_path: Path
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
     assert headings == ["What ran", "Environment", "Correctness", "Results", "Charts"]
     run = load(path)
-    charts = plots.charts_for(run)
-    assert len(charts) == 6  # every chart: this run varies isolation, consumers and batch
-    for chart in charts:
+    listed = charts.charts_for(run)
+    assert len(listed) == 6  # every chart: this run varies isolation, consumers and batch
+    for chart in listed:
         assert (path / "plots" / chart.filename).exists()
         block = f"![{chart.title}](plots/{chart.filename})\n\n{chart.describe(run)}\n"
         assert block in text
@@ -397,7 +397,7 @@ def test_shared_y_axis_fits_the_highest_panel_not_the_first(tmp_path: Path) -> N
 
 def test_a_batch_sweep_gets_throughput_vs_batch_size(tmp_path: Path) -> None:
     run = load(runs.make_run(tmp_path, sweep={"batch_size": [10, 100, 1000]}))
-    assert "throughput_vs_batch.png" in [c.filename for c in plots.charts_for(run)]
+    assert "throughput_vs_batch.png" in [c.filename for c in charts.charts_for(run)]
     fig = plots.throughput_vs_batch(run)
     assert fig.axes[0].get_xlabel() == "batch size (events per transaction)"
     sentence = plots.describe_throughput_vs_batch(run)
@@ -429,7 +429,7 @@ def hollow(ax: Any) -> list[tuple[float, float]]:
 
 def test_open_loop_trials_at_several_rates_get_latency_vs_throughput(tmp_path: Path) -> None:
     path = runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP)
-    written = drawn(plots.plot_run(path))
+    written = drawn(charts.plot_run(path))
     assert "latency_vs_throughput.png" in written
     assert "capacity.png" not in written  # no capacity.csv
 
@@ -441,7 +441,7 @@ def test_latency_vs_throughput_needs_two_rates_in_a_configuration(tmp_path: Path
             tmp_path, sweep={"consumers": [1, 2]}, params={**OPEN_LOOP, "rate": 500}, run_id="one"
         )
     )
-    names = {c.filename for c in plots.CHARTS if c.applies(bursts) or c.applies(one_rate)}
+    names = {c.filename for c in charts.CHARTS if c.applies(bursts) or c.applies(one_rate)}
     assert "latency_vs_throughput.png" not in names
     assert not load_plots.applies_latency_vs_throughput(bursts)
     assert not load_plots.applies_latency_vs_throughput(one_rate)
@@ -558,7 +558,7 @@ def test_a_capacity_run_gets_the_capacity_chart_and_burst_only_sweep_charts(
     tmp_path: Path,
 ) -> None:
     path = runs.make_capacity_run(tmp_path)
-    written = drawn(plots.plot_run(path))
+    written = drawn(charts.plot_run(path))
     assert {"capacity.png", "latency_vs_throughput.png", "throughput_vs_consumers.png"} <= written
     run = load(path)
     # the probes alone: 1,000 events/s per consumer
