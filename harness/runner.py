@@ -109,15 +109,18 @@ class _TrialState:
     samples: list[Sample] = dataclasses.field(default_factory=list)
 
 
-def _timeseries(per_second: PerSecond, run: _TrialState) -> list[dict[str, Any]]:
+def timeseries(
+    per_second: PerSecond, window: Window | None, samples: list[Sample], consumers: int
+) -> list[dict[str, Any]]:
     """A row per second of the trial (see :meth:`PerSecond.series`), with the retries and
-    live consumers the driver last saw by the end of that second."""
-    rows = per_second.series(run.window)
-    samples = sorted(run.samples, key=lambda x: x.elapsed_s)
-    retries, alive = 0, len(run.alive)
+    live consumers the driver last saw by the end of that second (``consumers`` before
+    its first look)."""
+    rows = per_second.series(window)
+    pending = sorted(samples, key=lambda x: x.elapsed_s)
+    retries, alive = 0, consumers
     for row in rows:
-        while samples and samples[0].elapsed_s <= row["elapsed_s"]:
-            seen = samples.pop(0)
+        while pending and pending[0].elapsed_s <= row["elapsed_s"]:
+            seen = pending.pop(0)
             retries, alive = seen.retries, seen.consumers_alive
         row |= {"retries": retries, "consumers_alive": alive}
     return rows
@@ -439,7 +442,7 @@ class Runner:
             "consumers": reports,
             "latency": per_second.histogram(per_second.latencies),
             "steady": steady,
-            "timeseries": _timeseries(per_second, run),
+            "timeseries": timeseries(per_second, run.window, run.samples, p.consumers),
             "redelivered": max(in_memory, durable),
             "published": sum(r["events"] for r in pub_reports),
             "resent": sum(r["resent"] for r in pub_reports),
