@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import charts, experiment, load_plots, plots, stats, steady
+from harness import charts, compare, experiment, load_plots, plots, stats, steady
 from harness.results import Run, load
 
 #: (column, heading, decimals) of the summary table
@@ -42,6 +42,7 @@ def write_report(run_path: str | Path) -> Path:
         _capacity(run),
         _steady_state(run),
         _beside(run),
+        compare.section(run),
         _charts(run, shown),
     ]
     target = run.path / "report.md"

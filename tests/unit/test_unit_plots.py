@@ -315,7 +315,14 @@ def test_report_has_every_section_and_a_sentence_under_each_chart(tmp_path: Path
     text = report.write_report(path).read_text(encoding="utf-8")
     assert path / "report.md" == report.write_report(path)
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    assert headings == ["What ran", "Environment", "Correctness", "Results", "Charts"]
+    assert headings == [
+        "What ran",
+        "Environment",
+        "Correctness",
+        "Results",
+        "Comparisons",
+        "Charts",
+    ]
     run = load(path)
     listed = charts.charts_for(run)
     assert len(listed) == 6  # every chart: this run varies isolation, consumers and batch

@@ -1,0 +1,221 @@
+"""Comparisons with verdicts: is one configuration's figure larger than the noise?
+
+The seed report says SERIALIZABLE is "3–5× slower"; a harness should say by how much it
+measured, with an interval, and whether the difference is beyond what repeated runs of
+the same configuration spread over. :func:`compare` takes the repeated measurements of
+two configurations and gives
+
+- the **ratio** of their means (other / baseline) with a 95% interval, on the log scale
+  by the delta method: ``log r ± t(df) · √(s_a²/(n_a·m_a²) + s_b²/(n_b·m_b²))``, with
+  Welch–Satterthwaite's degrees of freedom;
+- **Welch's t-test** (``scipy.stats.ttest_ind``, unequal variances) for the difference
+  of the means.
+
+A difference is *beyond the noise* when the test rejects equal means at 5% and the
+interval of the ratio leaves out 1. With one run on either side there is no spread to
+measure and no verdict: the sentence says so, and how to get one (``repeat``).
+
+:func:`comparisons` finds, in a run, the comparisons the seed makes — isolation levels,
+batch sizes, counter strategies, brokers — on the axes the run sweeps, each against the
+axis's first value, with every other swept axis held at each of its values in turn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from scipy import stats as scipy_stats
+
+from harness import stats
+from harness.results import Run
+
+#: The axes whose values the seed compares, in the order the report takes them.
+AXES = ("isolation", "batch_size", "counter", "broker")
+#: (column, what it is, whether more is better) of the figures compared.
+METRICS = (
+    ("throughput_eps", "events/s", True),
+    ("latency_p99_ms", "p99 latency", False),
+)
+ALPHA = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """``other`` against ``baseline`` on one figure: means, ratio with its interval, test."""
+
+    metric: str
+    baseline: str
+    other: str
+    #: the values the other swept axes are held at, as ``name = value`` text
+    where: str
+    baseline_mean: float
+    other_mean: float
+    n_baseline: int
+    n_other: int
+    ratio: float
+    ratio_low: float
+    ratio_high: float
+    p_value: float
+
+    @property
+    def verdict(self) -> bool | None:
+        """Whether the difference is beyond the noise; ``None`` without the runs to tell."""
+        if math.isnan(self.p_value) or math.isnan(self.ratio_low):
+            return None
+        return self.p_value < ALPHA and not self.ratio_low <= 1 <= self.ratio_high
+
+    def sentence(self) -> str:
+        what = dict((m, name) for m, name, _ in METRICS).get(self.metric, self.metric)
+        head = f"{self.other}: {_times(self.ratio)} the {what} of {self.baseline}" + (
+            f" ({self.where})" if self.where else ""
+        )
+        if self.verdict is None:
+            return (
+                f"{head}; {self.n_baseline} and {self.n_other} run(s): no spread to judge "
+                "the noise by (run the experiment with `repeat` ≥ 2)."
+            )
+        judged = "beyond the noise" if self.verdict else "within the noise"
+        return (
+            f"{head}, 95% interval {_times(self.ratio_low)}–{_times(self.ratio_high)}, "
+            f"Welch's t p = {_p(self.p_value)} over {self.n_baseline} and {self.n_other} "
+            f"runs: {judged}."
+        )
+
+
+def compare(baseline: Sequence[float], other: Sequence[float]) -> dict[str, float]:
+    """Means, ratio (other / baseline) with its 95% interval, and Welch's p-value of two
+    samples; NaN where they cannot be had (fewer than two values, a mean of 0)."""
+    a = [float(v) for v in baseline if v is not None and math.isfinite(float(v))]
+    b = [float(v) for v in other if v is not None and math.isfinite(float(v))]
+    ma = math.fsum(a) / len(a) if a else math.nan
+    mb = math.fsum(b) / len(b) if b else math.nan
+    out = {"baseline_mean": ma, "other_mean": mb, "n_baseline": len(a), "n_other": len(b)}
+    ratio = mb / ma if ma and not math.isnan(ma) else math.nan
+    nan = {"ratio": ratio, "ratio_low": math.nan, "ratio_high": math.nan, "p_value": math.nan}
+    if len(a) < 2 or len(b) < 2 or not ma > 0 or not mb > 0:
+        return out | nan
+    va, vb = _variance(a, ma), _variance(b, mb)
+    # the variance of each log mean, by the delta method
+    la, lb = va / (len(a) * ma**2), vb / (len(b) * mb**2)
+    spread = math.sqrt(la + lb)
+    if spread == 0:  # identical runs: the difference is exact, or there is none
+        p = 1.0 if ma == mb else 0.0
+        return out | {"ratio": ratio, "ratio_low": ratio, "ratio_high": ratio, "p_value": p}
+    df = (la + lb) ** 2 / (la**2 / (len(a) - 1) + lb**2 / (len(b) - 1))
+    t = float(scipy_stats.t.ppf(0.975, df))
+    log_ratio = math.log(ratio)
+    p = float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
+    return out | {
+        "ratio": ratio,
+        "ratio_low": math.exp(log_ratio - t * spread),
+        "ratio_high": math.exp(log_ratio + t * spread),
+        "p_value": p,
+    }
+
+
+def comparisons(run: Run) -> list[Comparison]:
+    """Every comparison the run's sweep allows (see the module's docstring), for the
+    trials that ran to their end, read as the summary table reads them."""
+    trials = stats.measured(stats.headline(run))
+    if trials.empty:
+        return []
+    swept = stats.swept(run, trials)
+    out = []
+    for axis in [a for a in AXES if a in swept]:
+        values = stats.ordered(axis, trials[axis])
+        others = [a for a in swept if a != axis]
+        groups = [stats.ordered(a, trials[a]) for a in others]
+        for held in itertools.product(*groups):
+            mask = _matching(trials, others, held)
+            where = ", ".join(f"{a} = {v}" for a, v in zip(others, held, strict=True))
+            base = trials[mask & (trials[axis] == values[0])]
+            for value in values[1:]:
+                other = trials[mask & (trials[axis] == value)]
+                if base.empty or other.empty:
+                    continue
+                for metric, _, _ in METRICS:
+                    if metric not in trials:
+                        continue
+                    figures = compare(base[metric].tolist(), other[metric].tolist())
+                    out.append(
+                        Comparison(
+                            metric=metric,
+                            baseline=f"{axis} = {values[0]}",
+                            other=f"{axis} = {value}",
+                            where=where,
+                            **figures,  # type: ignore[arg-type]
+                        )
+                    )
+    return out
+
+
+def _matching(trials: Any, axes: Sequence[str], values: Sequence[Any]) -> Any:
+    mask = trials[axes[0]] == values[0] if axes else trials.index == trials.index
+    for axis, value in zip(axes[1:], values[1:], strict=True):
+        mask &= trials[axis] == value
+    return mask
+
+
+def _variance(values: Sequence[float], mean: float) -> float:
+    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+def _times(ratio: float) -> str:
+    if math.isnan(ratio):
+        return "–"
+    if ratio < 0.1:
+        return f"{ratio:.2g}×"
+    return f"{ratio:.2f}×" if ratio < 10 else f"{ratio:,.0f}×"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+#: rows of the report's table at most; the rest are counted
+REPORT_ROWS = 40
+
+
+def section(run: Run) -> str:
+    """The report's Comparisons section: a row per comparison, with its verdict."""
+    found = comparisons(run)
+    if not found:
+        return ""
+    names = dict((m, name) for m, name, _ in METRICS)
+    judged = [c for c in found if c.verdict is not None]
+    lines = [
+        "## Comparisons",
+        "",
+        "Each row sets a configuration against the first value of the same axis, the other "
+        "swept axes held equal: the ratio of the means (other / baseline) with its 95% "
+        "interval, and Welch's t-test of the difference. *Beyond the noise*: p < 0.05 and "
+        "the interval leaves out 1.",
+        "",
+    ]
+    if not judged:
+        lines += [
+            "Every configuration here ran once, so no difference can be judged against the "
+            "noise: rerun with `--set repeat=3` for intervals and verdicts.",
+            "",
+        ]
+    lines += [
+        "| compared | baseline | held at | figure | ratio | 95% interval | p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in found[:REPORT_ROWS]:
+        verdict = {None: "–", True: "beyond the noise", False: "within the noise"}[c.verdict]
+        interval = (
+            "–" if math.isnan(c.ratio_low) else f"{_times(c.ratio_low)}–{_times(c.ratio_high)}"
+        )
+        p = "–" if math.isnan(c.p_value) else _p(c.p_value)
+        lines.append(
+            f"| {c.other} | {c.baseline} | {c.where or '–'} | {names[c.metric]} | "
+            f"{_times(c.ratio)} | {interval} | {p} | {verdict} |"
+        )
+    if len(found) > REPORT_ROWS:
+        lines += ["", f"… and {len(found) - REPORT_ROWS} more: `harness.compare.comparisons(run)`."]
+    return "\n".join(lines)
