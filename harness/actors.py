@@ -179,6 +179,7 @@ class PublisherActor:
             "first_publish_ns": stats.first_publish_ns,
             "http_retries": getattr(stats, "retries", 0),
             "resent": stats.resent,
+            "replies_lost": stats.replies_lost,
             "resent_uncertain": stats.resent_uncertain,
             **stats.per_second(),
             "rss_peak_mb": _rss_peak_mb(),

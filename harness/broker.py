@@ -122,6 +122,7 @@ class Broker(Protocol):
     def backlog(self) -> Backlog: ...
     def stream_length(self) -> int: ...
     def kill_clients(self, name_prefix: str) -> int: ...
+    def pending_by_consumer(self) -> dict[str, int]: ...
 
 
 BROKERS = ("stream", "list")
@@ -335,6 +336,11 @@ class StreamBroker:
         if bound == "0-0":
             return 0
         return int(self.client.xtrim(self.keys.stream, minid=bound, approximate=False))
+
+    def pending_by_consumer(self) -> dict[str, int]:
+        """Entries delivered and not yet acknowledged, by consumer name (``XPENDING``)."""
+        summary = self.client.xpending(self.keys.stream, self.keys.group)
+        return {_text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []}
 
     def kill_clients(self, name_prefix: str) -> int:
         """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""

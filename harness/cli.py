@@ -19,7 +19,12 @@ from harness.config import Settings
 
 EXIT_OK, EXIT_FAILED_TRIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: exit codes by how a run ended (:func:`harness.progress.conclude`)
-EXITS = {"ok": EXIT_OK, "failed": EXIT_FAILED_TRIAL, "interrupted": EXIT_INTERRUPTED}
+EXITS = {
+    "ok": EXIT_OK,
+    "failed": EXIT_FAILED_TRIAL,
+    "missed": EXIT_FAILED_TRIAL,
+    "interrupted": EXIT_INTERRUPTED,
+}
 
 
 class UsageError(ValueError):

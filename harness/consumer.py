@@ -102,6 +102,9 @@ class ConsumerStats:
     gave_up: int = 0
     #: wall clock of the last commit (trial duration runs to the latest one)
     last_commit_ns: int = 0
+    #: events read and not yet committed: what a kill now would leave pending (stream)
+    #: or take with it (the seed's list)
+    in_hand: int = 0
     retries: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     histogram: Any = dataclasses.field(default_factory=latency.new)
     #: with an origin: latency histograms by second the events were due in, and events
@@ -139,6 +142,7 @@ class ConsumerStats:
             "gave_up": self.gave_up,
             "reconnects": self.reconnects,
             "last_commit_ns": self.last_commit_ns,
+            "in_hand": self.in_hand,
             "retries": dict(self.retries),
             "committed_by_second": dict(self.committed_by_second),
         }
@@ -303,11 +307,17 @@ class Consumer:
         per_batch = self.config.read_count
         applied = 0
         gave_up = self.stats.gave_up
-        for start in range(0, len(decoded), per_batch):
-            # what commits joins self._acks at once: a later batch's failure keeps it
-            applied += self._apply_decoded(decoded[start : start + per_batch], self._acks)
-            if self.stats.gave_up != gave_up:
-                break  # the database is away: leave the rest pending for later
+        self.stats.in_hand = sum(len(evs) for _, evs in decoded)
+        try:
+            for start in range(0, len(decoded), per_batch):
+                # what commits joins self._acks at once: a later batch's failure keeps it
+                part = decoded[start : start + per_batch]
+                applied += self._apply_decoded(part, self._acks)
+                self.stats.in_hand -= sum(len(evs) for _, evs in part)
+                if self.stats.gave_up != gave_up:
+                    break  # the database is away: leave the rest pending for later
+        finally:
+            self.stats.in_hand = 0
         return applied
 
     def _apply_decoded(

@@ -100,6 +100,10 @@ class ListBroker:
     def stream_length(self) -> int:
         return int(self.client.llen(self.keys.queue))
 
+    def pending_by_consumer(self) -> dict[str, int]:
+        """A list keeps no record of what its consumers hold: nothing to report."""
+        return {}
+
     def kill_clients(self, name_prefix: str) -> int:
         from harness.broker import StreamBroker
 

@@ -82,6 +82,11 @@ class LiveProgress:
                 f"{result.trial.params.isolation}): {result.lost_updates:,} updates lost; "
                 "stored data exact"
             )
+        elif result.invariant_ok and result.faults_missed:
+            verdict = (
+                f"invariants hold, [bold red]but {result.faults_missed} of its faults hit "
+                "nothing in flight[/bold red]"
+            )
         elif result.invariant_ok:
             verdict = "[green]invariants hold[/green]"
         else:
@@ -190,7 +195,8 @@ def conclude(
     console: Console, out: Path, finished: Sequence[TrialResult], *, interrupted: bool
 ) -> str:
     """Write the run's report, say how it ended, and return how: ``interrupted``,
-    ``failed`` (a trial broke an invariant) or ``ok``."""
+    ``failed`` (a trial broke an invariant), ``missed`` (a fault hit nothing in flight, so
+    its trial tested nothing) or ``ok``."""
     if finished:
         from harness import report
 
@@ -207,6 +213,15 @@ def conclude(
             f"[bold red]{len(failed)} of {len(finished)} trials broke an invariant[/bold red]"
         )
         return "failed"
+    missed = [r for r in finished if r.faults_missed]
+    if missed:
+        console.print(
+            f"[bold red]{len(missed)} of {len(finished)} trials had a fault that hit nothing "
+            "in flight[/bold red] (trials " + ", ".join(str(r.trial.index) for r in missed) + "): "
+            "those faults tested nothing. A failure of the experiment, not of the system: "
+            "offer more load (rate) so that work is in flight when they land."
+        )
+        return "missed"
     anomalous = [r for r in finished if r.anomalies]
     if anomalous:
         console.print(

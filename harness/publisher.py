@@ -39,6 +39,9 @@ class PublishPlan:
     #: fault injection: pipeline rounds (0-based) whose reply is "lost" after Redis took
     #: them, so the publisher sends them again, as a real client would after a timeout
     lose_replies: tuple[int, ...] = ()
+    #: the same on a schedule: the first round sent at or after each of these wall-clock
+    #: times (ns) "loses" its reply
+    lose_replies_at_ns: tuple[int, ...] = ()
     #: make and encode the whole slice before the first XADD, which is when a trial's
     #: clock starts: the trial then times the pipeline, not the load generator, as
     #: ``bench``'s (a) is timed. Holds the slice's wire form in memory (~230 bytes an
@@ -87,6 +90,8 @@ class PublisherStats:
     first_publish_ns: int = 0
     #: events sent again after a reply was lost on purpose (certainly in Redis twice)
     resent: int = 0
+    #: rounds whose reply was lost on purpose
+    replies_lost: int = 0
     #: events sent again after a real connection error (perhaps in Redis twice)
     resent_uncertain: int = 0
     #: events sent, by whole second of wall-clock send time since the trial's origin
@@ -154,9 +159,14 @@ class Publisher:
             sleep=self._sleep,
         )
         lost = frozenset(plan.lose_replies)
+        lose_at = sorted(plan.lose_replies_at_ns)
         for number, round_ in enumerate(pacer.rounds()):
             if stop is not None and stop.is_set():
                 break
+            lose = number in lost
+            if lose_at and self._clock_ns() >= lose_at[0]:
+                lose = True
+                del lose_at[0]
             part = ordinals[round_.first : round_.first + round_.count]
             if plan.entry_size == 1:  # a few events a round: formatting beats numpy here
                 entries = [(b"[" + generator.encoded(u) + b"]", 1) for u in part.tolist()]
@@ -165,7 +175,7 @@ class Publisher:
                 groups = [part[i : i + step] for i in range(0, len(part), step)]
                 entries = [(generator.encoded_entry(g), len(g)) for g in groups]
             stamps = pacer.stamps(round_, plan.entry_size)
-            self._publish(entries, stamps, lose_reply=number in lost)
+            self._publish(entries, stamps, lose_reply=lose)
             self.stats.sent(
                 round_.count, len(entries), self._clock_ns(), plan.origin_ns, round_.lag_ns
             )
@@ -198,6 +208,7 @@ class Publisher:
                 continue
             if lose_reply:  # Redis took it; pretend the reply never came
                 lose_reply = False
+                self.stats.replies_lost += 1
                 self.stats.resent += events
                 continue
             return

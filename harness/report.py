@@ -170,6 +170,7 @@ def _correctness(run: Run) -> str:
         "event is stored exactly once, and that the counters agree with the table. "
         + plots.describe_correctness(run)
     )
+    text += _faults_hit(trials)
     odd = trials[~trials["holds"]]
     if odd.empty:
         return text
@@ -196,6 +197,28 @@ def _correctness(run: Run) -> str:
         "loses when a consumer dies. A *violation* is a bug."
     )
     return f"{text}\n\n{note}\n\n{_table(rows, header)}"
+
+
+def _faults_hit(trials: Any) -> str:
+    """What the faults hit; the trials whose faults hit nothing, named: they tested nothing."""
+    if "faults_missed" not in trials or "fault" not in trials:
+        return ""
+    faulted = trials[trials["fault"] != "none"]
+    if faulted.empty:
+        return ""
+    missed = faulted[faulted["faults_missed"] > 0]
+    if missed.empty:
+        return (
+            f"\n\nEvery fault of the {len(faulted)} trials with faults hit work in flight "
+            "(`in_flight_at_fault` says how much, by the fault's measure)."
+        )
+    named = ", ".join(f"{r['trial']} ({r['fault']})" for r in missed.to_dict("records"))
+    return (
+        f"\n\n**{len(missed)} of the {len(faulted)} trials with faults tested nothing with some "
+        f"of them**: a fault found no work in flight when it landed (`faults_missed`) in trials "
+        f"{named}. Their invariants held, but that proves nothing about those faults: rerun "
+        "with more load (`rate`)."
+    )
 
 
 def _cell(mean: float, half: float, n: int, decimals: int) -> str:

@@ -58,6 +58,11 @@ class TrialResult:
     lost_updates: int = 0
     #: faults injected in the trial (see harness.faults)
     faults_injected: int = 0
+    #: what the faults found in flight when they landed, summed (entries held, open
+    #: transactions, … by kind: see ``Runner._inject``)
+    in_flight_at_fault: int = 0
+    #: faults that found nothing in flight: the trial tested nothing with them
+    faults_missed: int = 0
     #: events publishers sent again after a reply was lost on purpose
     resent: int = 0
     #: events whose publish outcome was unknown (a connection error), sent again, stored
@@ -102,6 +107,8 @@ class TrialResult:
             "redelivered": self.redelivered,
             "rejected": self.rejected,
             "faults_injected": self.faults_injected,
+            "in_flight_at_fault": self.in_flight_at_fault,
+            "faults_missed": self.faults_missed,
             "resent": self.resent,
             "recovered": self.recovered,
             "broker_lost": self.broker_lost,

@@ -47,9 +47,21 @@ POLL_S = 0.1
 #: measured duration runs from the actors' own time stamps, not from the polls
 POLL_MAX_S = 1.0
 SAMPLE_S = 1.0
+#: how long a fault waits for work in flight to hit before it lands on nothing
+FIND_S = 1.0
 #: an open-loop schedule starts this long after the trial's set-up, so that every
 #: publisher is running when the first event falls due
 START_LEAD_NS = 500_000_000
+
+
+def _first_nonzero(look: Callable[[], int]) -> int:
+    """``look()`` until it finds something or :data:`FIND_S` has passed; what it found."""
+    deadline = time.monotonic() + FIND_S
+    while True:
+        found = look()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.005)
 
 
 class TrialError(RuntimeError):
@@ -87,6 +99,8 @@ class _TrialState:
     #: consumer actors by index; a killed one is replaced under its index
     alive: dict[int, Any]
     publishers: list[Any]
+    #: consumer actors started ahead, to take the place of killed ones at once
+    spares: list[Any]
     configs: list[ConsumerConfig]
     consumer_setup: dict[str, Any]
     fault: FaultPlan
@@ -107,6 +121,8 @@ class _TrialState:
     dead_reports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     last_consumer_reports: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     samples: list[Sample] = dataclasses.field(default_factory=list)
+    #: what each fault injected so far found in flight (0: it hit nothing)
+    in_flight: list[int] = dataclasses.field(default_factory=list)
 
 
 def timeseries(
@@ -165,6 +181,8 @@ class Runner:
         }
         self._consumers: list[Any] = []
         self._publishers: list[Any] = []
+        #: consumer actors started ahead of kill-consumer trials (see _set_up)
+        self._spares: list[Any] = []
         self._service: Any = None
         self._service_url = ""
         self._managed: ManagedRedis | None = None
@@ -175,10 +193,11 @@ class Runner:
             ray.get(self._service.stop.remote())
             ray.kill(self._service)
             self._service = None
-        for actor in [*self._consumers, *self._publishers]:
+        for actor in [*self._consumers, *self._publishers, *self._spares]:
             ray.kill(actor)
         self._consumers.clear()
         self._publishers.clear()
+        self._spares.clear()
         self.brokers["stream"].client.delete(*self.keys.all())
         for channel in self.brokers.values():
             channel.client.close()
@@ -272,7 +291,13 @@ class Runner:
         reset_s = self._clock() - reset_from
         consumers = self._actors(self._consumers, ConsumerActor, p.consumers)
         publishers = self._actors(self._publishers, PublisherActor, p.publishers)
-        ray.get([a.ready.remote() for a in [*consumers, *publishers]])  # new ones start slowly
+        # A killed consumer's successor is started now: a new actor process takes a second
+        # or two to come up, which would make the faults after the first land late.
+        spares = []
+        if p.fault == "kill-consumer":
+            spares = self._actors(self._spares, ConsumerActor, p.faults)
+            self._spares = self._spares[p.faults :]
+        ray.get([a.ready.remote() for a in [*consumers, *publishers, *spares]])  # slow to start
         ingress_url = self._ingress_url() if p.ingress == "http" else None
         # The trial's clock origin: an open-loop schedule starts a moment from now, when
         # every actor is running; a burst starts when its publishers do.
@@ -299,7 +324,12 @@ class Runner:
         nodes = ray.get(
             [c.start.remote(cfg, **setup) for c, cfg in zip(consumers, configs, strict=True)]
         )
-        fault = FaultPlan.draw(p.fault, p.faults, trial.seed)
+        window = Window.of(p.warmup_s, p.duration_s) if p.open_loop else None
+        # Under load, faults land at seeded times in the measured window; in a burst, at
+        # seeded shares of the work committed.
+        fault = FaultPlan.draw(
+            p.fault, p.faults, trial.seed, (window.first, window.end) if window else None
+        )
         plans = PublishPlan.split(
             workload,
             p.publishers,
@@ -316,6 +346,17 @@ class Runner:
             dataclasses.replace(pl, lose_replies=r)
             for pl, r in zip(plans, lost_rounds, strict=True)
         ]
+        if fault.kind == "publisher-retry" and fault.at_s:
+            # by time, publishers in turn: the first round each sends after its times
+            plans = [
+                dataclasses.replace(
+                    pl,
+                    lose_replies_at_ns=tuple(
+                        origin_ns + round(t * 1e9) for t in fault.at_s[i :: len(plans)]
+                    ),
+                )
+                for i, pl in enumerate(plans)
+            ]
         return _TrialState(
             trial=trial,
             workload=workload,
@@ -325,13 +366,14 @@ class Runner:
             ingress_url=ingress_url,
             alive=dict(enumerate(consumers)),
             publishers=publishers,
+            spares=spares,
             configs=configs,
             consumer_setup=setup,
             fault=fault,
             lost_rounds=lost_rounds,
             plans=plans,
             origin_ns=origin_ns,
-            window=Window.of(p.warmup_s, p.duration_s) if p.open_loop else None,
+            window=window,
             nodes=list(nodes),
             victims=faults_mod.rng_for(trial.seed, p.fault),
             reset_s=reset_s,
@@ -381,10 +423,11 @@ class Runner:
         if not run.alive:
             raise TrialError("every consumer died")
         committed = sum(r["received"] for r in cons.values()) + run.dead.get("received", 0)
-        for _ in range(run.fault.due(committed, run.workload.events, run.injected)):
-            run.injected += 1
-            self._inject(p.fault, run, cons)
         since_origin = (time.time_ns() - run.origin_ns) / 1e9
+        due = run.fault.due(committed, run.workload.events, run.injected, since_origin)
+        for _ in range(due):
+            run.injected += 1
+            run.in_flight.append(self._inject(p.fault, run, cons))
         sample = Sample(
             elapsed_s=since_origin,
             published=sum(r["events"] for r in pubs),
@@ -410,6 +453,7 @@ class Runner:
         p = run.trial.params
         alive = run.alive
         reports = ray.get([alive[i].stop.remote() for i in sorted(alive)])
+        self._spares.extend(run.spares)  # not needed after all: kept for the next trial
         pub_reports = ray.get([pub.stop.remote() for pub in run.publishers])
         dead = run.dead
         # Redeliveries, two ways. The actors' own counts miss what a killed one did after
@@ -429,9 +473,11 @@ class Runner:
             (r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0
         )
         last_ns = max((r["last_commit_ns"] for r in reports), default=0)
-        injected = run.injected
+        injected, in_flight = run.injected, list(run.in_flight)
         if run.fault.kind == "publisher-retry":
-            injected = sum(len(r) for r in run.lost_rounds)
+            # each lost reply hit the round it belonged to, by construction
+            injected = sum(r.get("replies_lost", 0) for r in pub_reports)
+            in_flight = [1] * injected + [0] * max(0, run.fault.count - injected)
         per_second = PerSecond.merge(pub_reports, [*reports, *run.dead_reports])
         steady = (
             steady_mod.measure(per_second, run.window, offered_eps=p.rate, slo_p99_ms=p.slo_p99_ms)
@@ -455,6 +501,8 @@ class Runner:
             "consumers_died": p.consumers - len(alive),
             "reset_s": run.reset_s,
             "faults_injected": injected,
+            "in_flight_at_fault": sum(in_flight),
+            "faults_missed": sum(1 for hit in in_flight if hit == 0),
             "broker_lost": dead.get("broker_lost", 0),
             "nodes": len(set(run.nodes)),
             # every actor's peak plus the driver's: what the trial needed in memory
@@ -477,37 +525,76 @@ class Runner:
         except redis.ConnectionError:  # the broker is restarting: not drained yet
             return False
 
-    def _inject(self, kind: str, run: _TrialState, reports: dict[int, dict[str, Any]]) -> None:
-        """One fault, now."""
+    def _inject(self, kind: str, run: _TrialState, reports: dict[int, dict[str, Any]]) -> int:
+        """One fault, now, where it hits work in flight if there is any within
+        :data:`FIND_S`. Returns what it hit: entries held by the killed consumer (the
+        events it had in hand, on the list broker), transactions open (pg-terminate),
+        entries delivered and not yet acknowledged (redis-client-kill), entries queued
+        or in flight (redis-restart); 0 when it found nothing to hit."""
         alive, dead = run.alive, run.dead
         if kind == "kill-consumer":
             # SIGKILL-like: no cleanup, mid-batch. A new actor takes the same consumer
             # name, so it finds the entries its predecessor held in its pending list.
-            index = run.victims.choice(sorted(alive))
+            index, hit, reports = self._victim(run, reports)
             last = reports.get(index, {})
             for key in ("received", "redelivered", "uncertain"):
                 dead[key] = dead.get(key, 0) + last.get(key, 0)
             run.dead_reports.append(last)
             ray.kill(alive[index], no_restart=True)
-            replacement = self._new_actor(ConsumerActor)
+            replacement = run.spares.pop() if run.spares else self._new_actor(ConsumerActor)
             ray.get(replacement.start.remote(run.configs[index], **run.consumer_setup))
             alive[index] = replacement
-        elif kind == "pg-terminate":
+            return hit
+        if kind == "pg-terminate":
+            hit = _first_nonzero(lambda: self.store.busy_backends(faults_mod.CONSUMER_APPLICATION))
             self.store.terminate_backends(faults_mod.CONSUMER_APPLICATION)
-        elif kind == "redis-restart":
+            return hit
+        channel = run.brokers["stream"]
+        if kind == "redis-restart":
             assert self._managed is not None
+            hit = _first_nonzero(lambda: run.broker.backlog().unacknowledged)
             # Entries the stream had taken before the crash and that the AOF replay does
             # not bring back: the broker's own loss, apart from anything the pipeline does.
-            before = self._entries_added(run.brokers["stream"])
+            before = self._entries_added(channel)
             self._managed.restart()
-            after = self._entries_added(run.brokers["stream"])
+            after = self._entries_added(channel)
             dead["broker_lost"] = dead.get("broker_lost", 0) + max(0, before - after)
-        elif kind == "redis-client-kill":
-            channel = run.brokers["stream"]
+            return hit
+        if kind == "redis-client-kill":
+            hit = _first_nonzero(lambda: self._held(run))
             channel.kill_clients(self.keys.client_name("consumer"))
             channel.kill_clients(self.keys.client_name("publisher"))
-        else:  # pragma: no cover - FaultPlan.driver_side guards this
-            raise TrialError(f"fault {kind!r} is not injected by the driver")
+            return hit
+        raise TrialError(f"fault {kind!r} is not injected by the driver")  # pragma: no cover
+
+    def _held(self, run: _TrialState) -> int:
+        """What the consumers hold now: delivered, unacknowledged entries (stream), or
+        events read and not committed, as they last said (the seed's list)."""
+        pending = run.broker.pending_by_consumer()
+        if pending or run.trial.params.broker == "stream":
+            return sum(pending.values())
+        return sum(r.get("in_hand", 0) for r in self._poll_consumers(run.alive).values())
+
+    def _victim(
+        self, run: _TrialState, reports: dict[int, dict[str, Any]]
+    ) -> tuple[int, int, dict[int, dict[str, Any]]]:
+        """The consumer to kill: one that holds work now (seeded among those that do),
+        what it holds, and the freshest reports of the consumers."""
+        names = {run.configs[i].name: i for i in run.alive}
+        deadline = time.monotonic() + FIND_S
+        while True:
+            if run.trial.params.broker == "stream":
+                pending = run.broker.pending_by_consumer()
+                held = {names[n]: k for n, k in pending.items() if n in names and k > 0}
+            else:
+                reports = self._poll_consumers(run.alive) or reports
+                held = {i: r.get("in_hand", 0) for i, r in reports.items() if r.get("in_hand")}
+            if held:
+                index = run.victims.choice(sorted(held))
+                return index, held[index], reports
+            if time.monotonic() > deadline:
+                return run.victims.choice(sorted(run.alive)), 0, reports
+            time.sleep(0.005)
 
     def _recover(self, consumers: int, publishers: int) -> None:
         """After a failed trial, stop what it started; replace actors that do not answer."""
@@ -606,6 +693,8 @@ class Runner:
             anomalies=verdict.anomalies,
             lost_updates=verdict.lost_updates,
             faults_injected=outcome["faults_injected"] if outcome else 0,
+            in_flight_at_fault=outcome["in_flight_at_fault"] if outcome else 0,
+            faults_missed=outcome["faults_missed"] if outcome else 0,
             resent=resent,
             recovered=uncertain if outcome and stored.lost == 0 else 0,
             broker_lost=outcome["broker_lost"] if outcome else 0,

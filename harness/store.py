@@ -667,6 +667,10 @@ class Store:
 
     # -- fault injection --------------------------------------------------------------
 
+    def busy_backends(self, application_name: str) -> int:
+        """Connections with this application name in a statement or transaction now."""
+        return int(self._one("count_busy_backends", {"application_name": application_name})[0])
+
     def terminate_backends(self, application_name: str) -> int:
         """``pg_terminate_backend`` every other connection with this application name."""
         return int(self._one("terminate_backends", {"application_name": application_name})[0])

@@ -183,6 +183,16 @@ WHERE application_name = %(application_name)s
   AND datname = current_database()
   AND pid <> pg_backend_pid()
 
+-- count_busy_backends --
+-- Connections with this application name in a statement or a transaction right now:
+-- what a pg_terminate_backend now would cut off mid-work.
+SELECT count(*)::bigint
+FROM pg_stat_activity
+WHERE application_name = %(application_name)s
+  AND datname = current_database()
+  AND pid <> pg_backend_pid()
+  AND state IN ('active', 'idle in transaction')
+
 -- checkpoint --
 -- Benchmarks: write out every dirty buffer now, so that a measurement does not pay for
 -- the checkpoint the WAL of the one before it would trigger. Needs superuser or the

@@ -101,3 +101,27 @@ def test_a_crashed_redis_may_lose_its_last_second_only_with_everysec() -> None:
     assert classify(lossy).violations == ()  # appendfsync defaults to everysec
     strict = Evidence(**{**lossy.__dict__, "appendfsync": "always"})
     assert any("lost" in v for v in classify(strict).violations)
+
+
+def test_under_load_faults_land_at_seeded_times_inside_the_window() -> None:
+    plan = FaultPlan.draw("kill-consumer", 4, seed=3, window=(2.0, 8.0))
+    assert plan == FaultPlan.draw("kill-consumer", 4, seed=3, window=(2.0, 8.0))
+    assert plan.at == () and len(plan.at_s) == plan.count == 4
+    # in the window's first 90%: while the load still flows
+    assert all(2.0 <= t <= 2.0 + 0.9 * 6.0 for t in plan.at_s)
+    assert list(plan.at_s) == sorted(plan.at_s)
+
+
+def test_timed_faults_fall_due_by_the_clock_not_by_the_work_done() -> None:
+    plan = FaultPlan("pg-terminate", at_s=(2.5, 4.0))
+    assert plan.due(done=10**6, total=10, injected=0, elapsed_s=2.4) == 0
+    assert plan.due(done=0, total=10, injected=0, elapsed_s=2.5) == 1
+    assert plan.due(done=0, total=10, injected=1, elapsed_s=9.0) == 1
+    assert plan.due(done=0, total=10, injected=2, elapsed_s=9.0) == 0
+
+
+def test_a_plan_is_shares_or_times_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        FaultPlan("pg-terminate", (0.5,), at_s=(1.0,))
+    with pytest.raises(ValueError, match="sorted"):
+        FaultPlan("pg-terminate", at_s=(3.0, 1.0))

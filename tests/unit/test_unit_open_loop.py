@@ -192,6 +192,26 @@ def test_a_lost_reply_resends_the_round_with_the_same_stamps() -> None:
     assert stats.resent == 1 and stats.events == 6
 
 
+def test_a_reply_lost_by_time_is_that_of_the_first_round_at_or_after_it() -> None:
+    clock = FakeClock(T0)
+    broker = RecordingBroker(clock)
+    # events due every 200 ms; replies lost from 0.5 s and from 0.9 s on
+    plan = PublishPlan(
+        workload=WORKLOAD,
+        start=0,
+        stop=6,
+        rate=5.0,
+        origin_ns=T0,
+        lose_replies_at_ns=(T0 + 500_000_000, T0 + 900_000_000),
+    )
+    stats = run(plan, clock, broker)
+    # rounds at 0, 0.2, 0.4, 0.6 (lost: sent again), 0.8, 1.0 (lost: sent again)
+    sent_at = [(at - T0) // 1_000_000 for at, _, _ in broker.calls]
+    assert sent_at == [0, 200, 400, 600, 600, 800, 1000, 1000]
+    assert broker.calls[3][1:] == broker.calls[4][1:]
+    assert (stats.replies_lost, stats.resent, stats.events) == (2, 2, 6)
+
+
 def test_a_stop_ends_the_schedule_early() -> None:
     clock = FakeClock(T0)
     stop = threading.Event()

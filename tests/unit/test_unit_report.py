@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from harness import report
 from tests.data import runs
@@ -192,3 +193,27 @@ def test_the_report_is_written_again_from_the_stored_files_alone(tmp_path: Path)
     shutil.rmtree(path / "plots")
     assert write(path) == first
     assert (path / "plots" / "capacity.png").exists()
+
+
+def test_the_report_names_trials_whose_faults_hit_nothing(tmp_path: Path) -> None:
+    def outcome(trial: Any) -> dict[str, Any]:
+        missed = trial.params.fault == "pg-terminate"
+        return {"faults_injected": 3, "in_flight_at_fault": 0 if missed else 9,
+                "faults_missed": 3 if missed else 0}  # fmt: skip
+
+    path = runs.make_run(
+        tmp_path, sweep={"fault": ["kill-consumer", "pg-terminate"]}, outcome=outcome
+    )
+    text = report.write_report(path).read_text(encoding="utf-8")
+    assert "**1 of the 2 trials with faults tested nothing" in text
+    assert "trials 1 (pg-terminate)" in text
+
+    fine = runs.make_run(
+        tmp_path,
+        sweep={"fault": ["kill-consumer"]},
+        outcome=lambda t: {"faults_injected": 3, "in_flight_at_fault": 9},
+        run_id="r2",
+    )
+    assert "Every fault of the 1 trials with faults hit work in flight" in (
+        report.write_report(fine).read_text(encoding="utf-8")
+    )
