@@ -72,9 +72,11 @@ class LiveProgress:
             self._live.stop()
             self._live = None
         if result.invariant_ok and result.anomalies and result.lost:
+            p = result.trial.params
+            cause = f"under {p.fault}" if p.fault != "none" else "(batches abandoned after retries)"
             verdict = (
-                f"[yellow]expected loss[/yellow] of the {result.trial.params.broker} broker under "
-                f"{result.trial.params.fault}: {result.lost:,} events lost"
+                f"[yellow]expected loss[/yellow] of the {p.broker} broker {cause}: "
+                f"{result.lost:,} events lost"
             )
         elif result.invariant_ok and result.anomalies:
             verdict = (

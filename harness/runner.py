@@ -499,6 +499,7 @@ class Runner:
             "first_ns": first_ns,
             "last_ns": last_ns,
             "consumers_died": p.consumers - len(alive),
+            "dead_gave_up": sum(r.get("gave_up", 0) for r in run.dead_reports),
             "reset_s": run.reset_s,
             "faults_injected": injected,
             "in_flight_at_fault": sum(in_flight),
@@ -662,6 +663,7 @@ class Runner:
                 broker=trial.params.broker,
                 fault=trial.params.fault,
                 appendfsync=trial.params.appendfsync,
+                abandoned=sum(r.get("gave_up", 0) for r in reports) + outcome["dead_gave_up"],
             )
             verdict = invariants.classify(evidence)
         hist = outcome["latency"] if outcome else latency.new()

@@ -113,3 +113,22 @@ def test_redeliveries_do_not_excuse_received_outside_the_range(received: int) ->
 def test_evidence_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         evidence().published = 3  # type: ignore[misc]
+
+
+def test_the_list_losing_an_abandoned_batch_is_its_expected_anomaly_the_stream_never() -> None:
+    from harness.invariants import classify
+
+    lost = dataclasses.replace(
+        evidence(received=PUBLISHED - 44, unique=UNIQUE - 44, rows=UNIQUE - 44, lost=44),
+        broker="list",
+        isolation="serializable",
+    )
+    # no fault, nothing abandoned: the list lost events for no known reason: a violation
+    assert classify(lost).violations
+    # a consumer gave up a batch after a serialization-failure storm: the list had handed
+    # it out already, so it is gone; that is the seed's design, measured
+    abandoned = dataclasses.replace(lost, abandoned=1)
+    verdict = classify(abandoned)
+    assert not verdict.violations and verdict.anomalies
+    # the stream keeps an abandoned batch pending: losing it there is a bug
+    assert classify(dataclasses.replace(abandoned, broker="stream")).violations
