@@ -13,7 +13,7 @@ two configurations and gives
 
 A difference is *beyond the noise* when the test rejects equal means at 5% and the
 interval of the ratio leaves out 1. With one run on either side there is no spread to
-measure and no verdict: the sentence says so, and how to get one (``repeat``).
+measure and no verdict: the report says so, and how to get one (``repeat``).
 
 :func:`comparisons` finds, in a run, the comparisons the seed makes — isolation levels,
 batch sizes, counter strategies, brokers — on the axes the run sweeps, each against the
@@ -23,10 +23,9 @@ axis's first value, with every other swept axis held at each of its values in tu
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
+import statistics
 from collections.abc import Sequence
-from typing import Any
 
 from scipy import stats as scipy_stats
 
@@ -68,23 +67,6 @@ class Comparison:
             return None
         return self.p_value < ALPHA and not self.ratio_low <= 1 <= self.ratio_high
 
-    def sentence(self) -> str:
-        what = dict((m, name) for m, name, _ in METRICS).get(self.metric, self.metric)
-        head = f"{self.other}: {_times(self.ratio)} the {what} of {self.baseline}" + (
-            f" ({self.where})" if self.where else ""
-        )
-        if self.verdict is None:
-            return (
-                f"{head}; {self.n_baseline} and {self.n_other} run(s): no spread to judge "
-                "the noise by (run the experiment with `repeat` ≥ 2)."
-            )
-        judged = "beyond the noise" if self.verdict else "within the noise"
-        return (
-            f"{head}, 95% interval {_times(self.ratio_low)}–{_times(self.ratio_high)}, "
-            f"Welch's t p = {_p(self.p_value)} over {self.n_baseline} and {self.n_other} "
-            f"runs: {judged}."
-        )
-
 
 def compare(baseline: Sequence[float], other: Sequence[float]) -> dict[str, float]:
     """Means, ratio (other / baseline) with its 95% interval, and Welch's p-value of two
@@ -98,7 +80,7 @@ def compare(baseline: Sequence[float], other: Sequence[float]) -> dict[str, floa
     nan = {"ratio": ratio, "ratio_low": math.nan, "ratio_high": math.nan, "p_value": math.nan}
     if len(a) < 2 or len(b) < 2 or not ma > 0 or not mb > 0:
         return out | nan
-    va, vb = _variance(a, ma), _variance(b, mb)
+    va, vb = statistics.variance(a, ma), statistics.variance(b, mb)
     # the variance of each log mean, by the delta method
     la, lb = va / (len(a) * ma**2), vb / (len(b) * mb**2)
     spread = math.sqrt(la + lb)
@@ -128,13 +110,13 @@ def comparisons(run: Run) -> list[Comparison]:
     for axis in [a for a in AXES if a in swept]:
         values = stats.ordered(axis, trials[axis])
         others = [a for a in swept if a != axis]
-        groups = [stats.ordered(a, trials[a]) for a in others]
-        for held in itertools.product(*groups):
-            mask = _matching(trials, others, held)
+        groups = trials.groupby(others, sort=True) if others else [((), trials)]
+        for held, group in groups:
+            held = held if isinstance(held, tuple) else (held,)
             where = ", ".join(f"{a} = {v}" for a, v in zip(others, held, strict=True))
-            base = trials[mask & (trials[axis] == values[0])]
+            base = group[group[axis] == values[0]]
             for value in values[1:]:
-                other = trials[mask & (trials[axis] == value)]
+                other = group[group[axis] == value]
                 if base.empty or other.empty:
                     continue
                 for metric, _, _ in METRICS:
@@ -151,17 +133,6 @@ def comparisons(run: Run) -> list[Comparison]:
                         )
                     )
     return out
-
-
-def _matching(trials: Any, axes: Sequence[str], values: Sequence[Any]) -> Any:
-    mask = trials[axes[0]] == values[0] if axes else trials.index == trials.index
-    for axis, value in zip(axes[1:], values[1:], strict=True):
-        mask &= trials[axis] == value
-    return mask
-
-
-def _variance(values: Sequence[float], mean: float) -> float:
-    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 def _times(ratio: float) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import redis
 
-from harness import events, latency
+from harness import events, latency, steady
 from harness.broker import FIELD_COUNT, Broker, Delivery
 from harness.store import Store
 
@@ -118,7 +118,7 @@ class ConsumerStats:
         if not origin_ns:
             latency.record(self.histogram, micros, events)
             return
-        second = max(0, (due_ns - origin_ns) // 1_000_000_000)
+        second = steady.second_of(due_ns, origin_ns)
         hist = self.latency_by_second.get(second)
         if hist is None:
             hist = self.latency_by_second[second] = latency.new(latency.PER_SECOND_DIGITS)
@@ -368,7 +368,7 @@ class Consumer:
         self.stats.uncertain += result.uncertain
         origin = self.config.origin_ns
         if origin:
-            self.stats.committed_by_second[max(0, (committed_ns - origin) // 1_000_000_000)] += (
+            self.stats.committed_by_second[steady.second_of(committed_ns, origin)] += (
                 result.received
             )
         for delivery, evs in items:

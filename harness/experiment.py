@@ -22,7 +22,7 @@ import itertools
 import json
 import math
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,12 +297,15 @@ class Experiment:
             sweep["events"] = [shrink(e) for e in sweep["events"]]
             params.pop("events")
         # Open-loop trials are as long as their load: shorten the load, keep the rates.
-        for name, short, floor_s in (("duration_s", 1 / factor, 4.0), ("warmup_s", 0.0, 1.0)):
+        shorter: dict[str, Callable[[float], float]] = {
+            "duration_s": lambda d: min(d, max(4.0, d / factor)),
+            "warmup_s": lambda w: min(w, 1.0),
+        }
+        for name, shorten in shorter.items():
             if name in sweep:
-                sweep[name] = [min(float(v), max(floor_s, float(v) * short)) for v in sweep[name]]
+                sweep[name] = [shorten(float(v)) for v in sweep[name]]
             else:
-                value = float(params.get(name, FIELDS[name].default))
-                params[name] = min(value, max(floor_s, value * short))
+                params[name] = shorten(float(params.get(name, FIELDS[name].default)))
         return dataclasses.replace(self, params=params, sweep=sweep)
 
     def to_dict(self) -> dict[str, Any]:

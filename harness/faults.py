@@ -99,6 +99,15 @@ class FaultPlan:
                 position -= n
         return [tuple(sorted(set(x))) for x in lost]
 
+    def publisher_times(self, publishers: int, origin_ns: int) -> list[tuple[int, ...]]:
+        """For ``publisher-retry`` under load: the wall-clock times (ns) from which each
+        publisher loses the reply of its next round; the moments go to the publishers in
+        turn."""
+        if self.kind != "publisher-retry":
+            return [() for _ in range(publishers)]
+        times = [origin_ns + round(t * 1e9) for t in self.at_s]
+        return [tuple(times[i::publishers]) for i in range(publishers)]
+
 
 def rng_for(seed: int, kind: str) -> random.Random:
     """The driver's choices (which consumer to kill) for this trial, seeded."""

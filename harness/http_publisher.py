@@ -15,7 +15,6 @@ import orjson
 from harness.generator import Generator
 from harness.publisher import PublisherStats, PublishPlan
 from harness.retry import RetryPolicy
-from harness.schedule import Pacer, Schedule
 
 #: HTTP statuses worth another try: too many requests, and server-side trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -107,14 +106,7 @@ class HttpPublisher:
         generator = Generator(plan.workload)
         if plan.rate:
             ordinals = generator.ordinals(plan.start, plan.stop).tolist()
-            origin = plan.origin_ns or self._clock_ns()
-            pacer = Pacer(
-                plan.events,
-                plan.pipeline,
-                schedule=Schedule(origin, plan.rate, plan.events),
-                clock_ns=self._clock_ns,
-                sleep=self._sleep,
-            )
+            pacer = plan.pacer(plan.pipeline, clock_ns=self._clock_ns, sleep=self._sleep)
             for round_ in pacer.rounds():
                 if stop is not None and stop.is_set():
                     break

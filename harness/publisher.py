@@ -16,9 +16,10 @@ from typing import Any
 
 import redis
 
+from harness import steady
 from harness.broker import Broker
 from harness.generator import Generator, Workload
-from harness.schedule import NS, Pacer, Schedule
+from harness.schedule import Pacer, Schedule
 
 #: When publishers make their events (a trial parameter): as they go, or all before
 #: their first send (:attr:`PublishPlan.ahead`).
@@ -63,6 +64,15 @@ class PublishPlan:
     def events(self) -> int:
         return self.stop - self.start
 
+    def pacer(
+        self, max_events: int, *, clock_ns: Callable[[], int], sleep: Callable[[float], None]
+    ) -> Pacer:
+        """The open-loop schedule of this slice, from the trial's origin (or now, without
+        one), in rounds of at most ``max_events`` events."""
+        start = self.origin_ns or clock_ns()
+        schedule = Schedule(start, self.rate, self.events)
+        return Pacer(schedule, max_events, clock_ns=clock_ns, sleep=sleep)
+
     @staticmethod
     def split(
         workload: Workload, publishers: int, *, rate: float = 0.0, **kwargs: Any
@@ -106,7 +116,7 @@ class PublisherStats:
         """Count a round that went out at ``now_ns``, ``lag_ns`` behind its schedule."""
         if not self.first_publish_ns:
             self.first_publish_ns = now_ns
-        second = max(0, (now_ns - (origin_ns or self.first_publish_ns)) // NS)
+        second = steady.second_of(now_ns, origin_ns or self.first_publish_ns)
         self.sent_by_second[second] += events
         self.lag_by_second[second] = max(self.lag_by_second.get(second, 0.0), lag_ns / 1e6)
         self.events += events
@@ -150,13 +160,8 @@ class Publisher:
         of up to ``pipeline`` entries, stamped with the times it was due."""
         generator = Generator(plan.workload)
         ordinals = generator.ordinals(plan.start, plan.stop)
-        origin = plan.origin_ns or self._clock_ns()
-        pacer = Pacer(
-            plan.events,
-            plan.entry_size * plan.pipeline,
-            schedule=Schedule(origin, plan.rate, plan.events),
-            clock_ns=self._clock_ns,
-            sleep=self._sleep,
+        pacer = plan.pacer(
+            plan.entry_size * plan.pipeline, clock_ns=self._clock_ns, sleep=self._sleep
         )
         lost = frozenset(plan.lose_replies)
         lose_at = sorted(plan.lose_replies_at_ns)

@@ -104,7 +104,6 @@ class _TrialState:
     configs: list[ConsumerConfig]
     consumer_setup: dict[str, Any]
     fault: FaultPlan
-    lost_rounds: list[tuple[int, ...]]
     plans: list[PublishPlan]
     #: wall clock (ns) the trial's seconds count from
     origin_ns: int
@@ -116,10 +115,10 @@ class _TrialState:
     started: float = 0.0
     last_sample: float = 0.0
     injected: int = 0
-    #: last known counts of killed consumers, summed, and their last reports
-    dead: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the last reports of killed consumers: what they did, as far as the driver knows
     dead_reports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    last_consumer_reports: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: stream entries the restarted Redis did not bring back (redis-restart)
+    broker_lost: int = 0
     samples: list[Sample] = dataclasses.field(default_factory=list)
     #: what each fault injected so far found in flight (0: it hit nothing)
     in_flight: list[int] = dataclasses.field(default_factory=list)
@@ -342,21 +341,11 @@ class Runner:
         )
         per_round = p.entry_size * p.publish_pipeline
         lost_rounds = fault.publisher_rounds([-(-pl.events // per_round) for pl in plans])
+        lost_times = fault.publisher_times(len(plans), origin_ns)
         plans = [
-            dataclasses.replace(pl, lose_replies=r)
-            for pl, r in zip(plans, lost_rounds, strict=True)
+            dataclasses.replace(pl, lose_replies=r, lose_replies_at_ns=t)
+            for pl, r, t in zip(plans, lost_rounds, lost_times, strict=True)
         ]
-        if fault.kind == "publisher-retry" and fault.at_s:
-            # by time, publishers in turn: the first round each sends after its times
-            plans = [
-                dataclasses.replace(
-                    pl,
-                    lose_replies_at_ns=tuple(
-                        origin_ns + round(t * 1e9) for t in fault.at_s[i :: len(plans)]
-                    ),
-                )
-                for i, pl in enumerate(plans)
-            ]
         return _TrialState(
             trial=trial,
             workload=workload,
@@ -370,7 +359,6 @@ class Runner:
             configs=configs,
             consumer_setup=setup,
             fault=fault,
-            lost_rounds=lost_rounds,
             plans=plans,
             origin_ns=origin_ns,
             window=window,
@@ -422,7 +410,7 @@ class Runner:
                 raise TrialError(report["error"].strip().splitlines()[-1])
         if not run.alive:
             raise TrialError("every consumer died")
-        committed = sum(r["received"] for r in cons.values()) + run.dead.get("received", 0)
+        committed = sum(r.get("received", 0) for r in [*cons.values(), *run.dead_reports])
         since_origin = (time.time_ns() - run.origin_ns) / 1e9
         due = run.fault.due(committed, run.workload.events, run.injected, since_origin)
         for _ in range(due):
@@ -441,7 +429,6 @@ class Runner:
             run.last_sample = now
             run.redis_peak = max(run.redis_peak, self._redis_used_mb(run.broker))
             run.samples.append(sample)
-        run.last_consumer_reports = cons
         deadline = p.timeout_s + (p.duration_s if p.open_loop else 0.0)
         if now - run.started > deadline:
             raise TrialError(f"not drained after {deadline:g} s: {run.broker.backlog()}")
@@ -455,12 +442,12 @@ class Runner:
         reports = ray.get([alive[i].stop.remote() for i in sorted(alive)])
         self._spares.extend(run.spares)  # not needed after all: kept for the next trial
         pub_reports = ray.get([pub.stop.remote() for pub in run.publishers])
-        dead = run.dead
+        everyone = [*reports, *run.dead_reports]  # the killed ones as last seen
         # Redeliveries, two ways. The actors' own counts miss what a killed one did after
         # its last report; the broker's count misses what a crashed Redis did not fsync.
         # Each is a lower bound of the events that may have been applied twice.
-        in_memory = sum(r["redelivered"] for r in reports) + dead.get("redelivered", 0)
-        uncertain = sum(r["uncertain"] for r in reports) + dead.get("uncertain", 0)
+        in_memory = sum(r.get("redelivered", 0) for r in everyone)
+        uncertain = sum(r.get("uncertain", 0) for r in everyone)
         try:
             durable = run.broker.redelivered_count() + uncertain
         except redis.ConnectionError:
@@ -478,7 +465,7 @@ class Runner:
             # each lost reply hit the round it belonged to, by construction
             injected = sum(r.get("replies_lost", 0) for r in pub_reports)
             in_flight = [1] * injected + [0] * max(0, run.fault.count - injected)
-        per_second = PerSecond.merge(pub_reports, [*reports, *run.dead_reports])
+        per_second = PerSecond.merge(pub_reports, everyone)
         steady = (
             steady_mod.measure(per_second, run.window, offered_eps=p.rate, slo_p99_ms=p.slo_p99_ms)
             if run.window
@@ -499,12 +486,12 @@ class Runner:
             "first_ns": first_ns,
             "last_ns": last_ns,
             "consumers_died": p.consumers - len(alive),
-            "dead_gave_up": sum(r.get("gave_up", 0) for r in run.dead_reports),
+            "abandoned": sum(r.get("gave_up", 0) for r in everyone),
             "reset_s": run.reset_s,
             "faults_injected": injected,
             "in_flight_at_fault": sum(in_flight),
             "faults_missed": sum(1 for hit in in_flight if hit == 0),
-            "broker_lost": dead.get("broker_lost", 0),
+            "broker_lost": run.broker_lost,
             "nodes": len(set(run.nodes)),
             # every actor's peak plus the driver's: what the trial needed in memory
             "rss_peak_mb": sum(r.get("rss_peak_mb", 0.0) for r in [*reports, *pub_reports])
@@ -532,15 +519,12 @@ class Runner:
         events it had in hand, on the list broker), transactions open (pg-terminate),
         entries delivered and not yet acknowledged (redis-client-kill), entries queued
         or in flight (redis-restart); 0 when it found nothing to hit."""
-        alive, dead = run.alive, run.dead
+        alive = run.alive
         if kind == "kill-consumer":
             # SIGKILL-like: no cleanup, mid-batch. A new actor takes the same consumer
             # name, so it finds the entries its predecessor held in its pending list.
             index, hit, reports = self._victim(run, reports)
-            last = reports.get(index, {})
-            for key in ("received", "redelivered", "uncertain"):
-                dead[key] = dead.get(key, 0) + last.get(key, 0)
-            run.dead_reports.append(last)
+            run.dead_reports.append(reports.get(index, {}))
             ray.kill(alive[index], no_restart=True)
             replacement = run.spares.pop() if run.spares else self._new_actor(ConsumerActor)
             ray.get(replacement.start.remote(run.configs[index], **run.consumer_setup))
@@ -559,7 +543,7 @@ class Runner:
             before = self._entries_added(channel)
             self._managed.restart()
             after = self._entries_added(channel)
-            dead["broker_lost"] = dead.get("broker_lost", 0) + max(0, before - after)
+            run.broker_lost += max(0, before - after)
             return hit
         if kind == "redis-client-kill":
             hit = _first_nonzero(lambda: self._held(run))
@@ -663,7 +647,7 @@ class Runner:
                 broker=trial.params.broker,
                 fault=trial.params.fault,
                 appendfsync=trial.params.appendfsync,
-                abandoned=sum(r.get("gave_up", 0) for r in reports) + outcome["dead_gave_up"],
+                abandoned=outcome["abandoned"],
             )
             verdict = invariants.classify(evidence)
         hist = outcome["latency"] if outcome else latency.new()

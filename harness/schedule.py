@@ -9,8 +9,8 @@ behind sends what is overdue at once, stamped with the times it was due, so the 
 is charged to the system that caused it.
 
 :class:`Pacer` hands out rounds of due events; time is passed in, so the schedule is
-tested without sleeping. ``rate = 0`` means no schedule: rounds go out back to back, as
-fast as the publisher can send them (a burst), each stamped when it is made.
+tested without sleeping. (A burst, ``rate = 0``, has no schedule: its publisher sends
+round after round as fast as it can.)
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ class Round:
 
     first: int
     count: int
-    #: when the round's first event was due (open loop) or when the round was made (burst)
+    #: when the round's first event was due
     intended_ns: int
-    #: how late the round goes out: now − intended time of its first event (0 in a burst)
+    #: how late the round goes out: now − intended time of its first event
     lag_ns: int
 
 
@@ -77,23 +77,20 @@ TICK_NS = 1_000_000
 
 
 class Pacer:
-    """Rounds of at most ``max_events`` events: on a :class:`Schedule`, or back to back."""
+    """Rounds of at most ``max_events`` events, each handed out when it falls due on the
+    :class:`Schedule`."""
 
     def __init__(
         self,
-        events: int,
+        schedule: Schedule,
         max_events: int,
         *,
-        schedule: Schedule | None = None,
         clock_ns: Callable[[], int],
         sleep: Callable[[float], None],
         tick_ns: int = TICK_NS,
     ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be ≥ 1, got {max_events}")
-        if schedule is not None and schedule.events != events:
-            raise ValueError("the schedule must cover the same events")
-        self.events = events
         self.max_events = max_events
         self.schedule = schedule
         self.tick_ns = tick_ns
@@ -103,13 +100,8 @@ class Pacer:
     def rounds(self) -> Iterator[Round]:
         """The rounds, each yielded when it is due; the caller sends it, then asks for more."""
         sent, last = 0, None
-        while sent < self.events:
+        while sent < self.schedule.events:
             now = self._clock_ns()
-            if self.schedule is None:
-                count = min(self.max_events, self.events - sent)
-                yield Round(sent, count, now, 0)
-                sent += count
-                continue
             due = self.schedule.due(now)
             early = last is not None and now - last < self.tick_ns
             if due <= sent or (early and due - sent < self.max_events):
@@ -131,6 +123,4 @@ class Pacer:
         """The intended time of each entry of ``entry_size`` events in the round: its first
         event's, so an entry's latency is never understated."""
         starts = range(round_.first, round_.first + round_.count, entry_size)
-        if self.schedule is None:
-            return [round_.intended_ns] * len(starts)
         return [self.schedule.intended_ns(k) for k in starts]

@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness import latency
+
+
+def second_of(t_ns: int, origin_ns: int) -> int:
+    """The whole second since the trial's origin that wall-clock ``t_ns`` falls in (0 for
+    anything before it: clocks of different nodes may disagree a little)."""
+    return max(0, (t_ns - origin_ns) // 1_000_000_000)
+
 
 #: the publishers held the rate when they sent at least this share of it in the window
 RATE_HELD_SHARE = 0.95
@@ -108,10 +116,22 @@ class PerSecond:
         sent = sum(n for s, n in self.sent.items() if s < second)
         return sent - sum(n for s, n in self.committed.items() if s < second)
 
+    @functools.cached_property
+    def _by_second(self) -> dict[int, Any]:
+        """Each second's histograms decoded and merged, once: the window, the whole trial
+        and the series all read them."""
+        return {
+            s: latency.merge(encoded, latency.PER_SECOND_DIGITS)
+            for s, encoded in self.latencies.items()
+        }
+
     def histogram(self, seconds: Iterable[int]) -> Any:
-        return latency.merge(
-            (h for s in seconds for h in self.latencies.get(s, ())), latency.PER_SECOND_DIGITS
-        )
+        """The latencies of the events due in these seconds, in one histogram."""
+        total = latency.new(latency.PER_SECOND_DIGITS)
+        for s in seconds:
+            if s in self._by_second:
+                total.add(self._by_second[s])
+        return total
 
     def series(self, window: Window | None) -> list[dict[str, Any]]:
         """A row per second: cumulative published and committed, backlog, that second's
@@ -120,7 +140,7 @@ class PerSecond:
         for second in range(self.last + 1):
             published += self.sent.get(second, 0)
             committed += self.committed.get(second, 0)
-            hist = self.histogram([second])
+            hist = self._by_second.get(second)
             rows.append(
                 {
                     "second": second,
@@ -128,7 +148,9 @@ class PerSecond:
                     "published": published,
                     "committed": committed,
                     "backlog": max(0, published - committed),
-                    "latency_p99_ms": latency.percentile_ms(hist, 99.0),
+                    "latency_p99_ms": math.nan
+                    if hist is None
+                    else latency.percentile_ms(hist, 99.0),
                     "phase": window.phase(second) if window else "burst",
                 }
             )

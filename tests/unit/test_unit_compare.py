@@ -46,7 +46,6 @@ def test_a_clear_difference_is_beyond_the_noise_and_a_blur_is_not() -> None:
     blur = _comparison([100, 130, 80, 110], [105, 95, 125, 90])
     assert blur.verdict is False
     assert blur.ratio_low < 1 < blur.ratio_high
-    assert "within the noise" in blur.sentence()
 
 
 def test_one_run_a_side_has_no_verdict_and_says_how_to_get_one() -> None:
@@ -54,7 +53,6 @@ def test_one_run_a_side_has_no_verdict_and_says_how_to_get_one() -> None:
     assert c.ratio == pytest.approx(1.55)
     assert math.isnan(c.ratio_low) and math.isnan(c.p_value)
     assert c.verdict is None
-    assert "repeat" in c.sentence()
 
 
 def test_identical_runs_have_an_exact_ratio() -> None:

@@ -125,3 +125,13 @@ def test_a_plan_is_shares_or_times_not_both() -> None:
         FaultPlan("pg-terminate", (0.5,), at_s=(1.0,))
     with pytest.raises(ValueError, match="sorted"):
         FaultPlan("pg-terminate", at_s=(3.0, 1.0))
+
+
+def test_under_load_publishers_take_the_retry_times_in_turn() -> None:
+    plan = FaultPlan("publisher-retry", at_s=(1.0, 2.5, 4.0))
+    origin = 1_000 * 10**9
+    assert plan.publisher_times(2, origin) == [
+        (origin + 10**9, origin + 4 * 10**9),
+        (origin + 2_500_000_000,),
+    ]
+    assert FaultPlan("kill-consumer", at_s=(1.0,)).publisher_times(2, origin) == [(), ()]

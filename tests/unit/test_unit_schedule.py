@@ -85,45 +85,13 @@ def test_nothing_is_due_before_the_start_and_never_more_than_all() -> None:
 def test_a_pacer_needs_room_for_one_event_a_round() -> None:
     clock = FakeClock(T0)
     with pytest.raises(ValueError, match="max_events"):
-        Pacer(5, 0, clock_ns=clock, sleep=clock.sleep)
-
-
-def test_a_pacer_schedule_must_cover_its_events() -> None:
-    clock = FakeClock(T0)
-    with pytest.raises(ValueError, match="same events"):
-        Pacer(
-            5,
-            2,
-            schedule=Schedule(start_ns=T0, rate=1, events=6),
-            clock_ns=clock,
-            sleep=clock.sleep,
-        )
-
-
-# -- Pacer: burst ---------------------------------------------------------------------
-
-
-def test_a_burst_is_back_to_back_rounds_of_max_events_stamped_when_made() -> None:
-    clock = FakeClock(T0)
-    pacer = Pacer(23, 5, clock_ns=clock, sleep=clock.sleep)
-    rounds = []
-    for round_ in pacer.rounds():
-        rounds.append(round_)
-        clock.now_ns += 1_000  # sending takes a microsecond
-    assert [(r.first, r.count) for r in rounds] == [(0, 5), (5, 5), (10, 5), (15, 5), (20, 3)]
-    assert [r.intended_ns for r in rounds] == [T0 + 1_000 * i for i in range(5)]
-    assert all(r.lag_ns == 0 for r in rounds)
-    assert clock.sleeps == []
-    # every entry of a burst round carries the round's stamp
-    assert pacer.stamps(rounds[-1], 2) == [rounds[-1].intended_ns] * 2
-    assert pacer.stamps(rounds[0], 5) == [rounds[0].intended_ns]
+        Pacer(Schedule(start_ns=T0, rate=1, events=5), 0, clock_ns=clock, sleep=clock.sleep)
 
 
 def test_no_events_no_rounds() -> None:
     clock = FakeClock(T0)
-    assert list(Pacer(0, 5, clock_ns=clock, sleep=clock.sleep).rounds()) == []
     schedule = Schedule(start_ns=T0, rate=10, events=0)
-    pacer = Pacer(0, 5, schedule=schedule, clock_ns=clock, sleep=clock.sleep)
+    pacer = Pacer(schedule, 5, clock_ns=clock, sleep=clock.sleep)
     assert list(pacer.rounds()) == []
     assert clock.sleeps == []
 
@@ -135,7 +103,7 @@ def _paced(
     events: int, max_events: int, rate: float, clock: FakeClock, start_ns: int = T0
 ) -> tuple[Pacer, Schedule]:
     schedule = Schedule(start_ns=start_ns, rate=rate, events=events)
-    return Pacer(events, max_events, schedule=schedule, clock_ns=clock, sleep=clock.sleep), schedule
+    return Pacer(schedule, max_events, clock_ns=clock, sleep=clock.sleep), schedule
 
 
 def test_on_schedule_each_event_goes_out_when_due_never_before() -> None:
@@ -209,7 +177,7 @@ def test_stamps_are_the_due_times_of_each_entrys_first_event() -> None:
 def test_at_a_high_rate_rounds_are_a_tick_apart_and_carry_what_fell_due() -> None:
     clock = FakeClock(T0)
     schedule = Schedule(start_ns=T0, rate=20_000.0, events=2_000)  # one every 50 µs
-    pacer = Pacer(2_000, 500, schedule=schedule, clock_ns=clock, sleep=clock.sleep)
+    pacer = Pacer(schedule, 500, clock_ns=clock, sleep=clock.sleep)
     sent_at: list[int] = []
     rounds = []
     for round_ in pacer.rounds():
