@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quick",
         action="store_true",
-        help="10× fewer events per trial (at least 1,000): a fast look",
+        help="a fast look: each configuration once, 10× fewer events (at least 1,000) or "
+        "a tenth of the load (at least 3 s)",
     )
     run.add_argument(
         "--resume",
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _experiment_flags(cap, sweeps="searches each value")
     cap.add_argument(
-        "--quick", action="store_true", help="shorter trials (4 s of load) and a coarser search"
+        "--quick", action="store_true", help="shorter trials (3 s of load) and a coarser search"
     )
     cap.add_argument(
         "--tolerance",
@@ -111,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--repeat",
         type=int,
-        default=1,
-        help="trials at each share of the capacity, back to back (1); their spread is the noise",
+        help="trials at each share of the capacity, back to back (default: the experiment's "
+        "repeat; 1 with --quick); their spread is the noise",
     )
     _connection_flags(cap)
 
@@ -572,8 +573,9 @@ def _capacity(args: argparse.Namespace, console: Console) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.repeat < 1:
-        raise UsageError(f"--repeat must be ≥ 1, got {args.repeat}")
+    repeat = exp.repeat if args.repeat is None else args.repeat
+    if repeat < 1:
+        raise UsageError(f"--repeat must be ≥ 1, got {repeat}")
     configs = capacity.configurations(exp)
     settings, versions = _services(args, _settings(args), console)
     out = _new_run_dir(settings, exp.name, args.run_id)
@@ -591,11 +593,11 @@ def _capacity(args: argparse.Namespace, console: Console) -> int:
         mode="capacity",
         search=dataclasses.asdict(search),
         fractions=list(capacity.FRACTIONS),
-        repeat=args.repeat,
+        repeat=repeat,
     )
     return EXITS[
         capacity_cli.main(
-            exp, search, settings, out, meta, console, quiet=args.quiet, repeat=args.repeat
+            exp, search, settings, out, meta, console, quiet=args.quiet, repeat=repeat
         )
     ]
 

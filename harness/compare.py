@@ -18,6 +18,13 @@ measure and no verdict: the report says so, and how to get one (``repeat``).
 :func:`comparisons` finds, in a run, the comparisons the seed makes — isolation levels,
 batch sizes, counter strategies, brokers — on the axes the run sweeps, each against the
 axis's first value, with every other swept axis held at each of its values in turn.
+
+Under an open-loop load a figure means something only in one regime. A configuration that
+sustains the rate it is offered commits exactly that rate, so two that both sustain it
+are compared on latency, not throughput; one that does not sustain it commits what it can
+(its throughput at saturation) while its backlog, and so its latency, grows with the
+length of the trial, so a pair with either side saturated is compared on throughput, not
+latency. A burst run (no rate) compares both.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 from scipy import stats as scipy_stats
 
@@ -120,7 +128,7 @@ def comparisons(run: Run) -> list[Comparison]:
                 if base.empty or other.empty:
                     continue
                 for metric, _, _ in METRICS:
-                    if metric not in trials:
+                    if metric not in trials or not _telling(metric, base, other):
                         continue
                     figures = compare(base[metric].tolist(), other[metric].tolist())
                     out.append(
@@ -133,6 +141,17 @@ def comparisons(run: Run) -> list[Comparison]:
                         )
                     )
     return out
+
+
+def _telling(metric: str, base: Any, other: Any) -> bool:
+    """Whether ``metric`` tells the two sides apart: see the module's docstring."""
+    import pandas as pd
+
+    both = pd.concat([base, other])
+    if not stats.is_open_loop(both).any() or "sustained" not in both:
+        return True
+    sustained = both["sustained"].fillna(False).astype(bool).all()
+    return not sustained if metric == "throughput_eps" else bool(sustained)
 
 
 def _times(ratio: float) -> str:
@@ -164,7 +183,9 @@ def section(run: Run) -> str:
         "Each row sets a configuration against the first value of the same axis, the other "
         "swept axes held equal: the ratio of the means (other / baseline) with its 95% "
         "interval, and Welch's t-test of the difference. *Beyond the noise*: p < 0.05 and "
-        "the interval leaves out 1.",
+        "the interval leaves out 1. Under an open-loop load, configurations that both sustain "
+        "the offered rate are compared on latency (their throughput is that rate); where "
+        "either is saturated, on throughput (its latency is a growing backlog).",
         "",
     ]
     if not judged:

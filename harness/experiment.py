@@ -56,6 +56,8 @@ REFERENCE_METRICS = {
 
 #: most events an open-loop trial may offer (8 bytes each in its publishers' memory)
 MAX_OPEN_LOOP_EVENTS = 100_000_000
+#: the shortest load ``--quick`` leaves an open-loop trial: 2 s measured after 1 s warm-up
+QUICK_LOAD_S = 3.0
 
 
 class ExperimentError(ValueError):
@@ -284,9 +286,9 @@ class Experiment:
         return dataclasses.replace(self, params=params, sweep=sweep, **top)
 
     def quick(self, factor: int = 10, floor: int = 1000) -> Experiment:
-        """The same sweep with ``factor`` times fewer events (at least ``floor``); open-loop
-        trials offer their rates for ``factor`` times less time (at least 4 s, with at
-        most 1 s of warm-up)."""
+        """The same sweep, once (no repetitions), with ``factor`` times fewer events (at
+        least ``floor``); open-loop trials offer their rates for ``factor`` times less time
+        (at least :data:`QUICK_LOAD_S`, with at most 1 s of warm-up)."""
 
         def shrink(events: Any) -> int:
             return max(floor, int(coerce("events", events)) // factor)
@@ -298,7 +300,7 @@ class Experiment:
             params.pop("events")
         # Open-loop trials are as long as their load: shorten the load, keep the rates.
         shorter: dict[str, Callable[[float], float]] = {
-            "duration_s": lambda d: min(d, max(4.0, d / factor)),
+            "duration_s": lambda d: min(d, max(QUICK_LOAD_S, d / factor)),
             "warmup_s": lambda w: min(w, 1.0),
         }
         for name, shorten in shorter.items():
@@ -306,7 +308,7 @@ class Experiment:
                 sweep[name] = [shorten(float(v)) for v in sweep[name]]
             else:
                 params[name] = shorten(float(params.get(name, FIELDS[name].default)))
-        return dataclasses.replace(self, params=params, sweep=sweep)
+        return dataclasses.replace(self, params=params, sweep=sweep, repeat=1)
 
     def to_dict(self) -> dict[str, Any]:
         return {

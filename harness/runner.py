@@ -45,7 +45,7 @@ POLL_S = 0.1
 #: the longest pause between polls of a trial without faults: each poll is a Ray call to
 #: every actor, which costs the driver and the actors CPU the pipeline could use, and the
 #: measured duration runs from the actors' own time stamps, not from the polls
-POLL_MAX_S = 1.0
+POLL_MAX_S = 0.25
 SAMPLE_S = 1.0
 #: how long a fault waits for work in flight to hit before it lands on nothing
 FIND_S = 1.0

@@ -33,6 +33,8 @@ def test_an_open_loop_trial_measures_its_window_and_holds_every_invariant(
         "run",
         "smoke",
         "--set",
+        "repeat=1",
+        "--set",
         "rate=1500",
         "--set",
         "duration_s=3.5",

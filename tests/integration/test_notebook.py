@@ -35,7 +35,7 @@ def small_run(settings: Settings, tmp_path: Path) -> Path:
         "HARNESS_PG_SCHEMA": settings.pg_schema,
         "HARNESS_KEY_PREFIX": settings.key_prefix,
     }
-    argv = ["run", "smoke", "--set", "events=2000", "--set", "consumers=1,2"]
+    argv = ["run", "smoke", "--set", "events=2000", "--set", "consumers=1,2", "--set", "repeat=1"]
     proc = subprocess.run(
         [sys.executable, "-m", "harness", *argv, "--out", str(tmp_path), "--run-id", "nb"],
         cwd=ROOT,

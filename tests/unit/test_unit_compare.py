@@ -102,3 +102,26 @@ def test_a_run_of_single_trials_says_no_verdict_can_be_had(tmp_path: Path) -> No
 def test_a_run_that_sweeps_none_of_the_compared_axes_has_no_section(tmp_path: Path) -> None:
     path = runs.make_run(tmp_path, sweep={"consumers": [1, 2]})
     assert compare.section(load(path)) == ""
+
+
+def test_under_load_a_pair_that_sustains_its_rate_compares_latency_and_a_saturated_one_throughput(
+    tmp_path: Path,
+) -> None:
+    # synthetic ceilings: read committed 1,000 events/s, serializable 250 (one consumer)
+    path = runs.make_run(
+        tmp_path,
+        sweep={"isolation": ["read_committed", "serializable"], "rate": [200, 500]},
+        params={"duration_s": 4, "warmup_s": 1, "consumers": 1},
+        repeat=3,
+    )
+    found = {(c.where, c.metric): c for c in compare.comparisons(load(path))}
+    # both sustain 200 events/s: their throughput is that rate, their latency differs
+    assert ("rate = 200.0", "throughput_eps") not in found
+    slower = found[("rate = 200.0", "latency_p99_ms")]
+    assert slower.ratio > 3 and slower.verdict is True
+    # serializable saturates at 500: its throughput is its ceiling, its latency a backlog
+    assert ("rate = 500.0", "latency_p99_ms") not in found
+    saturated = found[("rate = 500.0", "throughput_eps")]
+    assert saturated.ratio == pytest.approx(0.5, rel=0.01)
+    assert saturated.verdict is True
+    assert "both sustain" in compare.section(load(path))

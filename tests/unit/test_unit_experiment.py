@@ -312,9 +312,15 @@ def test_shipped_experiments_load_and_expand() -> None:
         assert len({t.trial_id for t in trials}) == len(trials), exp.name
 
 
+def test_shipped_experiments_repeat_each_configuration_three_times_for_an_interval() -> None:
+    for exp in experiment.available(EXPERIMENTS_DIR):
+        assert exp.repeat >= 3, exp.name
+
+
 def test_smoke_experiment_is_the_seed_workload() -> None:
     exp = experiment.load(experiment.find("smoke", EXPERIMENTS_DIR))
-    (trial,) = exp.trials()
+    trial, *again = exp.trials()
+    assert len(again) == 2
     assert (trial.params.publishers, trial.params.consumers) == (2, 4)
     assert (trial.params.events, trial.params.duplicate_rate) == (20_000, 0.3)
 
@@ -329,6 +335,12 @@ def test_quick_divides_events_by_ten_with_a_floor_and_keeps_the_sweep() -> None:
     assert [t.params.events for t in swept.trials()] == [1000, 5000]
     default = experiment.Experiment(name="q").quick()
     assert [t.params.events for t in default.trials()] == [experiment.TrialParams.events // 10]
+
+
+def test_quick_runs_each_configuration_once() -> None:
+    exp = experiment.Experiment(name="q", repeat=3, sweep={"consumers": [1, 2]})
+    assert len(list(exp.trials())) == 6
+    assert [t.params.consumers for t in exp.quick().trials()] == [1, 2]
 
 
 def test_http_ingress_needs_the_stream_broker() -> None:

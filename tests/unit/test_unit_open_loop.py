@@ -382,14 +382,14 @@ def test_quick_shortens_the_load_and_keeps_the_rate() -> None:
 @pytest.mark.parametrize(
     ("duration_s", "warmup_s", "quick_duration", "quick_warmup"),
     [
-        (10, 2, 4.0, 1.0),  # a tenth is below the 4 s floor
-        (6, 2, 4.0, 1.0),
+        (10, 2, 3.0, 1.0),  # a tenth is below the 3 s floor
+        (6, 2, 3.0, 1.0),
         (100, 0.5, 10.0, 0.5),  # a warm-up under a second is kept
-        (3, 1, 3.0, 1.0),  # never longer than it was
-        (4, 0, 4.0, 0.0),
+        (2, 1, 2.0, 1.0),  # never longer than it was
+        (4, 0, 3.0, 0.0),
     ],
 )
-def test_quick_duration_is_a_tenth_at_least_four_seconds_and_warmup_at_most_one(
+def test_quick_duration_is_a_tenth_at_least_three_seconds_and_warmup_at_most_one(
     duration_s: float, warmup_s: float, quick_duration: float, quick_warmup: float
 ) -> None:
     params = {"rate": 100, "duration_s": duration_s, "warmup_s": warmup_s}
@@ -405,7 +405,7 @@ def test_quick_shortens_swept_durations_each() -> None:
         sweep={"duration_s": [20, 100, 3], "warmup_s": [0, 2]},
     ).quick()
     got = [(t.params.duration_s, t.params.warmup_s) for t in exp.trials()]
-    assert got == [(4.0, 0.0), (4.0, 1.0), (10.0, 0.0), (10.0, 1.0), (3.0, 0.0), (3.0, 1.0)]
+    assert got == [(3.0, 0.0), (3.0, 1.0), (10.0, 0.0), (10.0, 1.0), (3.0, 0.0), (3.0, 1.0)]
 
 
 def test_quick_keeps_a_valid_open_loop_experiment_valid() -> None:
@@ -424,7 +424,7 @@ def test_quick_keeps_a_valid_open_loop_experiment_valid() -> None:
 def test_the_shipped_capacity_experiment_runs_quick() -> None:
     path = experiment.find("capacity", Path(__file__).resolve().parents[2] / "experiments")
     exp = experiment.load(path).quick()
-    assert {(t.params.duration_s, t.params.warmup_s) for t in exp.trials()} == {(4.0, 1.0)}
+    assert {(t.params.duration_s, t.params.warmup_s) for t in exp.trials()} == {(3.0, 1.0)}
 
 
 # -- the [reference] table ------------------------------------------------------------
