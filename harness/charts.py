@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import load_plots, plots
+from harness import load_plots, plots, time_plots
 from harness.plots import Chart
 from harness.results import Run, load
 
@@ -66,9 +66,9 @@ CHARTS: tuple[Chart, ...] = (
     Chart(
         "throughput_over_time.png",
         "Commit rate over time",
-        plots.applies_time,
-        plots.throughput_over_time,
-        plots.describe_throughput_over_time,
+        time_plots.applies_time,
+        time_plots.throughput_over_time,
+        time_plots.describe_throughput_over_time,
     ),
 )
 

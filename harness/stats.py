@@ -366,11 +366,35 @@ def steady_summary(run: Run) -> tuple[Any, list[str]]:
     summary["trials"] = groups.size().to_numpy()
     summary["sustained"] = groups["sustained"].sum().to_numpy().astype(int)
     summary["not_sustained"] = [
-        "; ".join(dict.fromkeys(r for r in g.loc[~g["sustained"], "not_sustained"] if r))
-        for _, g in groups
+        _reasons(g.loc[~g["sustained"], "not_sustained"]) for _, g in groups
     ]
     summary["first_trial"] = groups["trial"].min().to_numpy()
     return summary, axes
+
+
+#: the kind of each reason :func:`harness.steady.measure` gives, by how its text begins
+REASON_KINDS = {
+    "publishers sent": "rate not held",
+    "backlog grew": "backlog grew",
+    "p99": "p99 over the objective",
+}
+
+
+def _reasons(texts: Any) -> str:
+    """Why trials were not sustained: one trial's reasons as they are, with their figures;
+    several trials' as the kinds of reason and how many trials gave each (the figures are
+    in the table's columns)."""
+    texts = [t for t in texts if t]
+    if len(texts) <= 1:
+        return texts[0] if texts else ""
+    kinds: dict[str, int] = {}
+    for text in texts:
+        for reason in dict.fromkeys(
+            next((k for p, k in REASON_KINDS.items() if r.startswith(p)), r)
+            for r in text.split("; ")
+        ):
+            kinds[reason] = kinds.get(reason, 0) + 1
+    return ", ".join(f"{kind} ({n})" for kind, n in kinds.items())
 
 
 def configurations(summary: Any, axes: Sequence[str]) -> list[tuple[Any, ...]]:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness import charts, load_plots, plots, report, stats
+from harness import charts, load_plots, plots, report, stats, time_plots
 from harness.experiment import Trial
 from harness.results import load
 from tests.data import runs
@@ -203,7 +203,7 @@ def test_time_series_rates_follow_the_committed_counts(tmp_path: Path) -> None:
     assert first["start_s"].tolist() == pytest.approx([k / 10 for k in range(10)])
     assert first["end_s"].iloc[-1] == pytest.approx(1.0)
     assert first["rate_eps"].tolist() == pytest.approx([1000.0] * 10)
-    assert "trials last 0.5–1.0 s" in plots.describe_throughput_over_time(run)
+    assert "trials last 0.5–1.0 s" in time_plots.describe_throughput_over_time(run)
 
 
 def test_a_sliver_of_a_last_step_is_merged_into_the_one_before(tmp_path: Path) -> None:
@@ -635,7 +635,7 @@ def test_capacity_repeats_are_summarised_per_share(tmp_path: Path) -> None:
 
 def test_time_series_with_latency_gets_a_log_latency_row_and_the_window(tmp_path: Path) -> None:
     run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
-    fig = plots.throughput_over_time(run)
+    fig = time_plots.throughput_over_time(run)
     top, bottom = fig.axes
     assert top.get_ylabel() == "commit rate (events/s)"
     assert bottom.get_ylabel() == "p99 latency of each second (ms)"
@@ -650,7 +650,7 @@ def test_time_series_with_latency_gets_a_log_latency_row_and_the_window(tmp_path
     assert "measured window" in texts
     assert "500 events/s offered" in texts  # the colours are the rates' …
     assert "consumers = 1" in texts
-    sentence = plots.describe_throughput_over_time(run)
+    sentence = time_plots.describe_throughput_over_time(run)
     assert "the p99 latency of a second ranges from 25 to 1,600 ms in the measured windows" in (
         sentence
     )
@@ -659,10 +659,37 @@ def test_time_series_with_latency_gets_a_log_latency_row_and_the_window(tmp_path
 def test_time_series_without_latency_keeps_one_row(tmp_path: Path) -> None:
     run = load(runs.make_run(tmp_path, sweep={"consumers": [1, 2]}))
     assert "latency_p99_ms" not in run.timeseries
-    fig = plots.throughput_over_time(run)
+    fig = time_plots.throughput_over_time(run)
     assert len(fig.axes) == 1
     assert not windows(fig.axes[0])
 
 
 def windows(ax: Any) -> list[Any]:
     return [p for p in ax.patches if p.get_label() == "_measured window"]
+
+
+def test_repeated_configurations_get_a_mean_line_in_a_band_per_configuration(
+    tmp_path: Path,
+) -> None:
+    run = load(
+        runs.make_run(
+            tmp_path, sweep={"consumers": [1, 2]}, params={"rate": 500, **OPEN_LOOP}, repeat=3
+        )
+    )
+    banded = time_plots.bands(run)
+    second = banded[(banded["consumers"] == 1) & (banded["second"] == 2)].iloc[0]
+    # 500 events/s committed, 1% less per repetition: 500, 495, 490
+    assert second["rate_eps_n"] == 3
+    assert second["rate_eps_mean"] == pytest.approx(495, abs=1)
+    assert second["rate_eps_low"] < second["rate_eps_mean"] < second["rate_eps_high"]
+    fig = time_plots.throughput_over_time(run)
+    top, bottom = fig.axes
+    assert len(top.lines) == len(bottom.lines) == 2  # a line per configuration, not per trial
+    assert len(top.collections) == len(bottom.collections) == 2  # and its band
+    assert "the mean of its 3 repeats" in " ".join(fig.get_supxlabel().split())
+
+
+def test_configurations_run_once_keep_a_line_per_trial(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
+    assert time_plots.bands(run).empty
+    assert time_plots.throughput_over_time(run).get_suptitle().endswith(", per trial")

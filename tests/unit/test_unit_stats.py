@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import statistics
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness import stats
+from harness.results import load
+from tests.data import runs
 
 # -- the t quantile -------------------------------------------------------------------
 
@@ -126,3 +129,12 @@ def test_summarize_without_groups_is_one_row_over_everything() -> None:
 def test_summarize_names_a_missing_column() -> None:
     with pytest.raises(KeyError, match="batch_size"):
         stats.summarize(trials(), ["batch_size"], ["throughput_eps"])
+
+
+def test_repeated_trials_not_sustained_are_summarised_by_kind_of_reason(tmp_path: Path) -> None:
+    # one consumer sustains 1,000 events/s (tests.data.runs.ceiling): 3,000 is too much
+    params = {"rate": 3000, "consumers": 1, "duration_s": 4, "warmup_s": 1}
+    summary, _ = stats.steady_summary(load(runs.make_run(tmp_path, params=params, repeat=3)))
+    assert summary["not_sustained"].tolist() == ["backlog grew (3)"]
+    once, _ = stats.steady_summary(load(runs.make_run(tmp_path, params=params, run_id="r2")))
+    assert once["not_sustained"].iloc[0].startswith("backlog grew 2,0")  # the figure itself
