@@ -166,6 +166,39 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def verdicts(found: Sequence[Comparison]) -> list[str]:
+    """A sentence per pair of values compared on one figure, over the configurations the
+    other axes were held at: where the difference is beyond the noise, and by how much."""
+    names = dict((m, name) for m, name, _ in METRICS)
+    pairs: dict[tuple[str, str, str], list[Comparison]] = {}
+    for c in found:
+        if c.verdict is not None:
+            pairs.setdefault((c.other, c.baseline, c.metric), []).append(c)
+    out = []
+    for (other, baseline, metric), judged in pairs.items():
+        beyond = [c for c in judged if c.verdict]
+        head = f"- **{other}** against {baseline}, {names[metric]}:"
+        if not beyond:
+            where = "" if len(judged) == 1 else f" in all {len(judged)} configurations"
+            out.append(f"{head} within the noise{where} ({_span(judged)}).")
+            continue
+        if len(beyond) == len(judged) == 1:
+            places = _span(beyond)
+        elif len(beyond) <= 4:
+            places = "at " + "; ".join(f"{c.where} ({_times(c.ratio)})" for c in beyond)
+        else:
+            places = f"in {len(beyond)} of {len(judged)} configurations ({_span(beyond)})"
+        others = [c for c in judged if not c.verdict]
+        rest = f"; within it in the other {len(others)} ({_span(others)})" if others else ""
+        out.append(f"{head} beyond the noise, {places}{rest}.")
+    return out
+
+
+def _span(cs: Sequence[Comparison]) -> str:
+    low, high = min(c.ratio for c in cs), max(c.ratio for c in cs)
+    return _times(low) if low == high else f"{_times(low)}–{_times(high)}"
+
+
 #: rows of the report's table at most; the rest are counted
 REPORT_ROWS = 40
 
@@ -194,6 +227,7 @@ def section(run: Run) -> str:
             "noise: rerun with `--set repeat=3` for intervals and verdicts.",
             "",
         ]
+    lines += [*verdicts(found), ""] if judged else []
     lines += [
         "| compared | baseline | held at | figure | ratio | 95% interval | p | verdict |",
         "|---|---|---|---|---|---|---|---|",

@@ -125,3 +125,32 @@ def test_under_load_a_pair_that_sustains_its_rate_compares_latency_and_a_saturat
     assert saturated.ratio == pytest.approx(0.5, rel=0.01)
     assert saturated.verdict is True
     assert "both sustain" in compare.section(load(path))
+
+
+def test_a_verdict_sentence_per_pair_names_where_it_beats_the_noise(tmp_path: Path) -> None:
+    path = runs.make_run(
+        tmp_path,
+        sweep={"isolation": ["read_committed", "serializable"], "consumers": [1, 2]},
+        repeat=3,
+    )
+    found = compare.comparisons(load(path))
+    sentences = compare.verdicts(found)
+    # serializable runs at a quarter of read committed's rate, at both consumer counts
+    assert (
+        "- **isolation = serializable** against isolation = read_committed, events/s: beyond "
+        "the noise, at consumers = 1 (0.25×); consumers = 2 (0.25×)."
+    ) in sentences
+    assert all(s in compare.section(load(path)) for s in sentences)
+
+
+def test_a_verdict_sentence_says_when_nothing_beats_the_noise() -> None:
+    same = [
+        compare.Comparison(
+            "throughput_eps", "a = 1", "a = 2", f"b = {b}", 1, 1, 3, 3, r, 0.5, 2, 0.6
+        )
+        for b, r in ((1, 0.9), (2, 1.1))
+    ]
+    assert compare.verdicts(same) == [
+        "- **a = 2** against a = 1, events/s: within the noise in all 2 configurations "
+        "(0.90×–1.10×)."
+    ]
