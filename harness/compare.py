@@ -16,8 +16,9 @@ interval of the ratio leaves out 1. With one run on either side there is no spre
 measure and no verdict: the report says so, and how to get one (``repeat``).
 
 :func:`comparisons` finds, in a run, the comparisons the seed makes — isolation levels,
-batch sizes, counter strategies, brokers — on the axes the run sweeps, each against the
-axis's first value, with every other swept axis held at each of its values in turn.
+batch sizes, counter strategies, brokers — on the axes the run sweeps, each value against
+the axis's first (for a size, :data:`STEPWISE`, against the next smaller one: where does a
+bigger batch stop paying?), with every other swept axis held at each of its values in turn.
 
 Under an open-loop load a figure means something only in one regime. A configuration that
 sustains the rate it is offered commits exactly that rate, so two that both sustain it
@@ -42,6 +43,8 @@ from harness.results import Run
 
 #: The axes whose values the seed compares, in the order the report takes them.
 AXES = ("isolation", "batch_size", "counter", "broker")
+#: axes whose values are compared each with the one before, not with the first
+STEPWISE = frozenset({"batch_size"})
 #: (column, what it is, whether more is better) of the figures compared.
 METRICS = (
     ("throughput_eps", "events/s", True),
@@ -122,8 +125,9 @@ def comparisons(run: Run) -> list[Comparison]:
         for held, group in groups:
             held = held if isinstance(held, tuple) else (held,)
             where = ", ".join(f"{a} = {v}" for a, v in zip(others, held, strict=True))
-            base = group[group[axis] == values[0]]
-            for value in values[1:]:
+            for i, value in enumerate(values[1:]):
+                first = values[i] if axis in STEPWISE else values[0]
+                base = group[group[axis] == first]
                 other = group[group[axis] == value]
                 if base.empty or other.empty:
                     continue
@@ -134,7 +138,7 @@ def comparisons(run: Run) -> list[Comparison]:
                     out.append(
                         Comparison(
                             metric=metric,
-                            baseline=f"{axis} = {values[0]}",
+                            baseline=f"{axis} = {first}",
                             other=f"{axis} = {value}",
                             where=where,
                             **figures,  # type: ignore[arg-type]
@@ -179,10 +183,13 @@ def verdicts(found: Sequence[Comparison]) -> list[str]:
         beyond = [c for c in judged if c.verdict]
         head = f"- **{other}** against {baseline}, {names[metric]}:"
         if not beyond:
-            where = "" if len(judged) == 1 else f" in all {len(judged)} configurations"
+            if len(judged) == 1:
+                where = f" at {judged[0].where}" if judged[0].where else ""
+            else:
+                where = f" in all {len(judged)} configurations"
             out.append(f"{head} within the noise{where} ({_span(judged)}).")
             continue
-        if len(beyond) == len(judged) == 1:
+        if len(beyond) == len(judged) == 1 and not beyond[0].where:
             places = _span(beyond)
         elif len(beyond) <= 4:
             places = "at " + "; ".join(f"{c.where} ({_times(c.ratio)})" for c in beyond)
@@ -213,7 +220,8 @@ def section(run: Run) -> str:
     lines = [
         "## Comparisons",
         "",
-        "Each row sets a configuration against the first value of the same axis, the other "
+        "Each row sets a configuration against the first value of the same axis (a batch "
+        "size against the next smaller one), the other "
         "swept axes held equal: the ratio of the means (other / baseline) with its 95% "
         "interval, and Welch's t-test of the difference. *Beyond the noise*: p < 0.05 and "
         "the interval leaves out 1. Under an open-loop load, configurations that both sustain "

@@ -154,3 +154,12 @@ def test_a_verdict_sentence_says_when_nothing_beats_the_noise() -> None:
         "- **a = 2** against a = 1, events/s: within the noise in all 2 configurations "
         "(0.90×–1.10×)."
     ]
+
+
+def test_a_batch_size_is_compared_with_the_next_smaller_one(tmp_path: Path) -> None:
+    path = runs.make_run(tmp_path, sweep={"batch_size": [10, 100, 1000]}, repeat=3)
+    pairs = {(c.other, c.baseline) for c in compare.comparisons(load(path))}
+    assert pairs == {
+        ("batch_size = 100", "batch_size = 10"),
+        ("batch_size = 1000", "batch_size = 100"),
+    }
