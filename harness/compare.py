@@ -16,9 +16,10 @@ interval of the ratio leaves out 1. With one run on either side there is no spre
 measure and no verdict: the report says so, and how to get one (``repeat``).
 
 :func:`comparisons` finds, in a run, the comparisons the seed makes — isolation levels,
-batch sizes, counter strategies, brokers — on the axes the run sweeps, each value against
-the axis's first (for a size, :data:`STEPWISE`, against the next smaller one: where does a
-bigger batch stop paying?), with every other swept axis held at each of its values in turn.
+batch sizes, counter strategies, brokers, consumers — on the axes the run sweeps, each
+value against the axis's first (for a size or a count, :data:`STEPWISE`, against the next
+smaller one: where does a bigger batch, or one more consumer, stop paying?), with every
+other swept axis held at each of its values in turn.
 
 Under an open-loop load a figure means something only in one regime. A configuration that
 sustains the rate it is offered commits exactly that rate, so two that both sustain it
@@ -42,9 +43,10 @@ from harness import stats
 from harness.results import Run
 
 #: The axes whose values the seed compares, in the order the report takes them.
-AXES = ("isolation", "batch_size", "counter", "broker")
-#: axes whose values are compared each with the one before, not with the first
-STEPWISE = frozenset({"batch_size"})
+AXES = ("isolation", "batch_size", "counter", "broker", "consumers", "publishers")
+#: axes whose values are compared each with the one before, not with the first: sizes and
+#: counts, where the question is what one more step buys
+STEPWISE = frozenset({"batch_size", "consumers", "publishers"})
 #: (column, what it is, whether more is better) of the figures compared.
 METRICS = (
     ("throughput_eps", "events/s", True),
@@ -113,6 +115,8 @@ def compare(baseline: Sequence[float], other: Sequence[float]) -> dict[str, floa
 def comparisons(run: Run) -> list[Comparison]:
     """Every comparison the run's sweep allows (see the module's docstring), for the
     trials that ran to their end, read as the summary table reads them."""
+    if run.meta.get("mode") == "capacity":
+        return []  # a search's rates are not a sweep; its report has its own spreads
     trials = stats.measured(stats.headline(run))
     if trials.empty:
         return []
@@ -196,7 +200,10 @@ def verdicts(found: Sequence[Comparison]) -> list[str]:
         else:
             places = f"in {len(beyond)} of {len(judged)} configurations ({_span(beyond)})"
         others = [c for c in judged if not c.verdict]
-        rest = f"; within it in the other {len(others)} ({_span(others)})" if others else ""
+        if len(others) == 1 and others[0].where:
+            rest = f"; within it at {others[0].where} ({_span(others)})"
+        else:
+            rest = f"; within it in the other {len(others)} ({_span(others)})" if others else ""
         out.append(f"{head} beyond the noise, {places}{rest}.")
     return out
 
@@ -221,7 +228,7 @@ def section(run: Run) -> str:
         "## Comparisons",
         "",
         "Each row sets a configuration against the first value of the same axis (a batch "
-        "size against the next smaller one), the other "
+        "size or a count of actors against the next smaller one), the other "
         "swept axes held equal: the ratio of the means (other / baseline) with its 95% "
         "interval, and Welch's t-test of the difference. *Beyond the noise*: p < 0.05 and "
         "the interval leaves out 1. Under an open-loop load, configurations that both sustain "

@@ -77,7 +77,9 @@ def test_a_run_compares_each_isolation_level_with_the_first_at_each_consumer_cou
         repeat=3,
     )
     found = compare.comparisons(load(path))
-    throughput = [c for c in found if c.metric == "throughput_eps"]
+    throughput = [
+        c for c in found if c.metric == "throughput_eps" and c.other.startswith("isolation")
+    ]
     assert [(c.other, c.where) for c in throughput] == [
         ("isolation = serializable", "consumers = 1"),
         ("isolation = serializable", "consumers = 2"),
@@ -100,7 +102,7 @@ def test_a_run_of_single_trials_says_no_verdict_can_be_had(tmp_path: Path) -> No
 
 
 def test_a_run_that_sweeps_none_of_the_compared_axes_has_no_section(tmp_path: Path) -> None:
-    path = runs.make_run(tmp_path, sweep={"consumers": [1, 2]})
+    path = runs.make_run(tmp_path, sweep={"topics": [5, 10]})
     assert compare.section(load(path)) == ""
 
 
@@ -156,10 +158,13 @@ def test_a_verdict_sentence_says_when_nothing_beats_the_noise() -> None:
     ]
 
 
-def test_a_batch_size_is_compared_with_the_next_smaller_one(tmp_path: Path) -> None:
-    path = runs.make_run(tmp_path, sweep={"batch_size": [10, 100, 1000]}, repeat=3)
+@pytest.mark.parametrize("axis", ["batch_size", "consumers"])
+def test_a_size_or_a_count_is_compared_with_the_next_smaller_one(tmp_path: Path, axis: str) -> None:
+    path = runs.make_run(tmp_path, sweep={axis: [1, 10, 100]}, repeat=3)
     pairs = {(c.other, c.baseline) for c in compare.comparisons(load(path))}
-    assert pairs == {
-        ("batch_size = 100", "batch_size = 10"),
-        ("batch_size = 1000", "batch_size = 100"),
-    }
+    assert pairs == {(f"{axis} = 10", f"{axis} = 1"), (f"{axis} = 100", f"{axis} = 10")}
+
+
+def test_a_capacity_search_has_no_comparisons(tmp_path: Path) -> None:
+    run = load(runs.make_capacity_run(tmp_path))
+    assert compare.comparisons(run) == [] and compare.section(run) == ""

@@ -41,6 +41,7 @@ def test_an_open_loop_run_gets_a_steady_state_section(tmp_path: Path) -> None:
         "Correctness",
         "Results",
         "Steady state",
+        "Comparisons",
         "Charts",
     ]
     steady = section(text, "Steady state")
@@ -94,7 +95,14 @@ def test_results_show_the_window_of_an_open_loop_trial(tmp_path: Path) -> None:
 
 def test_a_burst_run_has_no_open_loop_sections(tmp_path: Path) -> None:
     text = write(runs.make_run(tmp_path, sweep={"consumers": [1, 2]}))
-    assert headings(text) == ["What ran", "Environment", "Correctness", "Results", "Charts"]
+    assert headings(text) == [
+        "What ran",
+        "Environment",
+        "Correctness",
+        "Results",
+        "Comparisons",
+        "Charts",
+    ]
     assert "open-loop" not in section(text, "Results")
 
 
