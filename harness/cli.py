@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="a fast look: each configuration once, 10× fewer events (at least 1,000) or "
-        "a tenth of the load (at least 3 s)",
+        "a tenth of the load (at least 3 s, at most 30,000 events a trial)",
     )
     run.add_argument(
         "--resume",

@@ -58,6 +58,8 @@ REFERENCE_METRICS = {
 MAX_OPEN_LOOP_EVENTS = 100_000_000
 #: the shortest load ``--quick`` leaves an open-loop trial: 2 s measured after 1 s warm-up
 QUICK_LOAD_S = 3.0
+#: the most events ``--quick`` lets an open-loop trial offer: a few seconds' work here
+QUICK_MAX_EVENTS = 30_000
 
 
 class ExperimentError(ValueError):
@@ -288,7 +290,10 @@ class Experiment:
     def quick(self, factor: int = 10, floor: int = 1000) -> Experiment:
         """The same sweep, once (no repetitions), with ``factor`` times fewer events (at
         least ``floor``); open-loop trials offer their rates for ``factor`` times less time
-        (at least :data:`QUICK_LOAD_S`, with at most 1 s of warm-up)."""
+        (at least :data:`QUICK_LOAD_S`, with at most 1 s of warm-up), and where that still
+        offers more than :data:`QUICK_MAX_EVENTS` events in a trial, every rate of the
+        experiment is scaled down by the same factor (a saturated trial's drain would
+        otherwise take longer than its load)."""
 
         def shrink(events: Any) -> int:
             return max(floor, int(coerce("events", events)) // factor)
@@ -308,6 +313,18 @@ class Experiment:
                 sweep[name] = [shorten(float(v)) for v in sweep[name]]
             else:
                 params[name] = shorten(float(params.get(name, FIELDS[name].default)))
+
+        def values(name: str) -> list[float]:
+            raw = sweep[name] if name in sweep else [params.get(name, FIELDS[name].default)]
+            return [float(v) for v in raw]
+
+        most = max(values("rate")) * max(values("duration_s"))
+        if most > QUICK_MAX_EVENTS:
+            scale = QUICK_MAX_EVENTS / most
+            if "rate" in sweep:
+                sweep["rate"] = [round(float(r) * scale) for r in sweep["rate"]]
+            else:
+                params["rate"] = round(float(params["rate"]) * scale)
         return dataclasses.replace(self, params=params, sweep=sweep, repeat=1)
 
     def to_dict(self) -> dict[str, Any]:

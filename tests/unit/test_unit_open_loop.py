@@ -487,3 +487,17 @@ def test_a_reference_table_is_read_from_the_experiment_file(tmp_path: Path) -> N
     path.write_text("reference = 5\n")
     with pytest.raises(ExperimentError, match=r"\[reference\] must be a table"):
         experiment.load(path)
+
+
+def test_quick_scales_every_rate_down_together_when_a_trial_would_offer_too_much() -> None:
+    # 20,000 events/s for 3 s would be 60,000 events: every rate is halved, the sweep's
+    # shape kept
+    exp = Experiment(
+        name="o", params={"duration_s": 10, "warmup_s": 2}, sweep={"rate": [2000, 20000]}
+    ).quick()
+    assert [t.params.rate for t in exp.trials()] == [1000.0, 10000.0]
+    assert max(t.params.events for t in exp.trials()) == experiment.QUICK_MAX_EVENTS
+    fixed = Experiment(name="o", params={"rate": 40000, "duration_s": 4}).quick()
+    assert [t.params.rate for t in fixed.trials()] == [10000.0]
+    light = Experiment(name="o", params={"rate": 4000, "duration_s": 8}).quick()
+    assert [t.params.rate for t in light.trials()] == [4000.0]  # 12,000 events: kept
