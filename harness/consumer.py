@@ -21,7 +21,7 @@ import psycopg
 import redis
 
 from harness import events, latency, steady
-from harness.broker import FIELD_COUNT, Broker, Delivery
+from harness.delivery import FIELD_COUNT, Broker, Delivery
 from harness.store import Store
 
 #: Errors after which the consumer reconnects and goes on.

@@ -12,7 +12,15 @@ from typing import Any
 
 import redis
 
-from harness.broker import FIELD_COUNT, FIELD_CREATED_NS, FIELD_EVENTS, Backlog, Delivery, stamps
+from harness.delivery import (
+    FIELD_COUNT,
+    FIELD_CREATED_NS,
+    FIELD_EVENTS,
+    Backlog,
+    Delivery,
+    kill_clients,
+    stamps,
+)
 from harness.keys import Keys
 
 _SEPARATOR = b"\n"
@@ -105,6 +113,4 @@ class ListBroker:
         return {}
 
     def kill_clients(self, name_prefix: str) -> int:
-        from harness.broker import StreamBroker
-
-        return StreamBroker(self.client, self.keys).kill_clients(name_prefix)
+        return kill_clients(self.client, name_prefix)

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from harness import steady
-from harness.broker import Broker
+from harness.delivery import Broker
 from harness.generator import Generator, Workload
 from harness.schedule import Pacer, Schedule
 

@@ -12,8 +12,8 @@ import psycopg
 import psycopg.errors as pge
 import pytest
 
-from harness.broker import FIELD_CREATED_NS, FIELD_EVENTS, Delivery
 from harness.consumer import Consumer, ConsumerConfig
+from harness.delivery import FIELD_CREATED_NS, FIELD_EVENTS, Delivery
 from harness.store import ApplyResult, prepare
 
 

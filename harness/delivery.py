@@ -1,0 +1,127 @@
+"""What a broker hands a consumer, and what every broker must do.
+
+Both brokers (:mod:`harness.broker`, the stream; :mod:`harness.listbroker`, the seed's
+list) and their users depend on this module, and it on neither: the entry fields, the
+:class:`Delivery` and :class:`Backlog` records, the :class:`Broker` protocol, and the
+Redis connection every broker opens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import redis
+
+from harness.keys import Keys
+
+FIELD_EVENTS = b"e"
+FIELD_COUNT = b"n"
+FIELD_CREATED_NS = b"t"
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to a consumer."""
+
+    entry_id: bytes
+    fields: dict[bytes, bytes]
+    #: ``True`` when it came back from the pending list (own restart or a reclaim).
+    redelivered: bool
+
+    @property
+    def created_ns(self) -> int:
+        try:
+            return int(self.fields.get(FIELD_CREATED_NS, b"0"))
+        except ValueError:
+            return 0
+
+    @property
+    def payload(self) -> bytes:
+        return self.fields.get(FIELD_EVENTS, b"")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backlog:
+    length: int  # entries in the stream (acknowledged ones until trimmed)
+    pending: int  # delivered, not acknowledged
+    undelivered: bool  # entries exist beyond the group's last-delivered id
+    #: entries not yet delivered (Redis ≥ 7 reports it; on 6.2 ``None``)
+    lag: int | None = None
+
+    @property
+    def drained(self) -> bool:
+        return self.pending == 0 and not self.undelivered
+
+    @property
+    def unacknowledged(self) -> int:
+        """Entries queued or in flight: not yet delivered, or delivered and not acknowledged.
+
+        Without Redis 7's ``lag``, the stream length stands in for the undelivered part
+        (an upper bound: it also holds acknowledged entries not yet trimmed).
+        """
+        if not self.undelivered:
+            return self.pending
+        return self.pending + (self.lag if self.lag is not None else self.length)
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A client whose socket timeout outlasts any ``BLOCK`` we use (see redis-py #3138)."""
+    kwargs.setdefault("socket_timeout", 30)
+    kwargs.setdefault("socket_connect_timeout", 5)
+    kwargs.setdefault("health_check_interval", 30)
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def stamps(created_ns: int | Sequence[int] | None, n: int) -> list[bytes]:
+    """The ``FIELD_CREATED_NS`` value of each of ``n`` entries."""
+    if created_ns is None or isinstance(created_ns, int):
+        return [str(time.time_ns() if created_ns is None else created_ns).encode()] * n
+    if len(created_ns) != n:
+        raise ValueError(f"{len(created_ns)} time stamps for {n} entries")
+    return [str(t).encode() for t in created_ns]
+
+
+def kill_clients(client: redis.Redis, name_prefix: str) -> int:
+    """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""
+    killed = 0
+    for info in client.client_list():
+        if str(info.get("name", "")).startswith(name_prefix):
+            try:
+                client.client_kill_filter(_id=info["id"])
+                killed += 1
+            except redis.ResponseError:  # gone already
+                pass
+    return killed
+
+
+class Broker(Protocol):
+    """What consumers, publishers and the runner need of a broker."""
+
+    client: redis.Redis
+    keys: Keys
+
+    def reset(self) -> None: ...
+    def ensure_group(self) -> None: ...
+    def publish(
+        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
+    ) -> int: ...
+    def read(
+        self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
+    ) -> list[Delivery]: ...
+    def read_own_pending(self, consumer: str, count: int) -> list[Delivery]: ...
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]: ...
+    def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None: ...
+    def delivery_counts(self, entry_ids: Sequence[bytes]) -> dict[bytes, int]: ...
+    def ack(self, entry_ids: Sequence[bytes]) -> int: ...
+    def note_redelivered(self, events: int) -> None: ...
+    def redelivered_count(self) -> int: ...
+    def trim(self) -> int: ...
+    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None: ...
+    def dead_letter_count(self) -> int: ...
+    def backlog(self) -> Backlog: ...
+    def stream_length(self) -> int: ...
+    def kill_clients(self, name_prefix: str) -> int: ...
+    def pending_by_consumer(self) -> dict[str, int]: ...
