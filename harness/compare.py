@@ -47,11 +47,8 @@ AXES = ("isolation", "batch_size", "counter", "broker", "consumers", "publishers
 #: axes whose values are compared each with the one before, not with the first: sizes and
 #: counts, where the question is what one more step buys
 STEPWISE = frozenset({"batch_size", "consumers", "publishers"})
-#: (column, what it is, whether more is better) of the figures compared.
-METRICS = (
-    ("throughput_eps", "events/s", True),
-    ("latency_p99_ms", "p99 latency", False),
-)
+#: the figures compared: column → what the report calls it
+METRICS = {"throughput_eps": "events/s", "latency_p99_ms": "p99 latency"}
 ALPHA = 0.05
 
 
@@ -101,7 +98,7 @@ def compare(baseline: Sequence[float], other: Sequence[float]) -> dict[str, floa
         p = 1.0 if ma == mb else 0.0
         return out | {"ratio": ratio, "ratio_low": ratio, "ratio_high": ratio, "p_value": p}
     df = (la + lb) ** 2 / (la**2 / (len(a) - 1) + lb**2 / (len(b) - 1))
-    t = float(scipy_stats.t.ppf(0.975, df))
+    t = stats.t_critical(df)
     log_ratio = math.log(ratio)
     p = float(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
     return out | {
@@ -135,7 +132,7 @@ def comparisons(run: Run) -> list[Comparison]:
                 other = group[group[axis] == value]
                 if base.empty or other.empty:
                     continue
-                for metric, _, _ in METRICS:
+                for metric in METRICS:
                     if metric not in trials or not _telling(metric, base, other):
                         continue
                     figures = compare(base[metric].tolist(), other[metric].tolist())
@@ -158,8 +155,8 @@ def _telling(metric: str, base: Any, other: Any) -> bool:
     both = pd.concat([base, other])
     if not stats.is_open_loop(both).any() or "sustained" not in both:
         return True
-    sustained = both["sustained"].fillna(False).astype(bool).all()
-    return not sustained if metric == "throughput_eps" else bool(sustained)
+    sustained = bool(stats.flags(both["sustained"]).all())
+    return not sustained if metric == "throughput_eps" else sustained
 
 
 def _times(ratio: float) -> str:
@@ -177,7 +174,6 @@ def _p(p: float) -> str:
 def verdicts(found: Sequence[Comparison]) -> list[str]:
     """A sentence per pair of values compared on one figure, over the configurations the
     other axes were held at: where the difference is beyond the noise, and by how much."""
-    names = dict((m, name) for m, name, _ in METRICS)
     pairs: dict[tuple[str, str, str], list[Comparison]] = {}
     for c in found:
         if c.verdict is not None:
@@ -185,7 +181,7 @@ def verdicts(found: Sequence[Comparison]) -> list[str]:
     out = []
     for (other, baseline, metric), judged in pairs.items():
         beyond = [c for c in judged if c.verdict]
-        head = f"- **{other}** against {baseline}, {names[metric]}:"
+        head = f"- **{other}** against {baseline}, {METRICS[metric]}:"
         if not beyond:
             if len(judged) == 1:
                 where = f" at {judged[0].where}" if judged[0].where else ""
@@ -222,7 +218,6 @@ def section(run: Run) -> str:
     found = comparisons(run)
     if not found:
         return ""
-    names = dict((m, name) for m, name, _ in METRICS)
     judged = [c for c in found if c.verdict is not None]
     lines = [
         "## Comparisons",
@@ -254,7 +249,7 @@ def section(run: Run) -> str:
         )
         p = "–" if math.isnan(c.p_value) else _p(c.p_value)
         lines.append(
-            f"| {c.other} | {c.baseline} | {c.where or '–'} | {names[c.metric]} | "
+            f"| {c.other} | {c.baseline} | {c.where or '–'} | {METRICS[c.metric]} | "
             f"{_times(c.ratio)} | {interval} | {p} | {verdict} |"
         )
     if len(found) > REPORT_ROWS:

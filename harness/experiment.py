@@ -294,37 +294,27 @@ class Experiment:
         offers more than :data:`QUICK_MAX_EVENTS` events in a trial, every rate of the
         experiment is scaled down by the same factor (a saturated trial's drain would
         otherwise take longer than its load)."""
+        params, sweep = dict(self.params), dict(self.sweep)
 
-        def shrink(events: Any) -> int:
-            return max(floor, int(coerce("events", events)) // factor)
-
-        params = {**self.params, "events": shrink(self.params.get("events", TrialParams.events))}
-        sweep = dict(self.sweep)
-        if "events" in sweep:
-            sweep["events"] = [shrink(e) for e in sweep["events"]]
-            params.pop("events")
-        # Open-loop trials are as long as their load: shorten the load, keep the rates.
-        shorter: dict[str, Callable[[float], float]] = {
-            "duration_s": lambda d: min(d, max(QUICK_LOAD_S, d / factor)),
-            "warmup_s": lambda w: min(w, 1.0),
-        }
-        for name, shorten in shorter.items():
+        def each(name: str, change: Callable[[Any], Any]) -> None:
+            """Change the swept values of ``name``, or its one value (default included)."""
             if name in sweep:
-                sweep[name] = [shorten(float(v)) for v in sweep[name]]
+                sweep[name] = [change(v) for v in sweep[name]]
             else:
-                params[name] = shorten(float(params.get(name, FIELDS[name].default)))
+                params[name] = change(params.get(name, FIELDS[name].default))
 
         def values(name: str) -> list[float]:
-            raw = sweep[name] if name in sweep else [params.get(name, FIELDS[name].default)]
-            return [float(v) for v in raw]
+            one = [params.get(name, FIELDS[name].default)]
+            return [float(v) for v in sweep.get(name, one)]
 
+        each("events", lambda e: max(floor, int(coerce("events", e)) // factor))
+        # Open-loop trials are as long as their load: shorten the load, keep the rates
+        # unless a trial would still offer too many events.
+        each("duration_s", lambda d: min(float(d), max(QUICK_LOAD_S, float(d) / factor)))
+        each("warmup_s", lambda w: min(float(w), 1.0))
         most = max(values("rate")) * max(values("duration_s"))
         if most > QUICK_MAX_EVENTS:
-            scale = QUICK_MAX_EVENTS / most
-            if "rate" in sweep:
-                sweep["rate"] = [round(float(r) * scale) for r in sweep["rate"]]
-            else:
-                params["rate"] = round(float(params["rate"]) * scale)
+            each("rate", lambda r: round(float(r) * QUICK_MAX_EVENTS / most))
         return dataclasses.replace(self, params=params, sweep=sweep, repeat=1)
 
     def to_dict(self) -> dict[str, Any]:

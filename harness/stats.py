@@ -22,7 +22,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from harness import experiment
+from harness import experiment, steady
 from harness.results import Run
 
 #: Values in their natural order (the rest sort after them).
@@ -43,8 +43,9 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(experiment.TrialParams
 SUFFIXES = ("mean", "std", "n", "ci", "low", "high")
 
 
-def t_critical(df: int) -> float:
-    """The two-sided 95% critical value of Student's t with ``df`` degrees of freedom."""
+def t_critical(df: float) -> float:
+    """The two-sided 95% critical value of Student's t with ``df`` degrees of freedom
+    (fractional ones too, as Welch–Satterthwaite gives)."""
     if df < 1:
         return math.nan
     return float(scipy_stats.t.ppf(0.975, df))
@@ -128,7 +129,7 @@ def frame(run: Run) -> Any:
     described = ~flag.str.lower().isin(("", "false", "true"))  # older runs: a text column
     t["anomalies"] = t["anomalies"].where(~described | (t["anomalies"] != ""), flag)
     anomalous = (flag.str.lower() == "true") | (t["anomalies"] != "") | (t["lost_updates"] > 0)
-    ok = t["invariant_ok"].map(_text).str.lower() == "true"
+    ok = flags(t["invariant_ok"])
     t["verdict"] = "holds"
     t.loc[anomalous, "verdict"] = "anomaly"
     t.loc[~ok, "verdict"] = "violation"
@@ -143,6 +144,12 @@ def _text(value: Any) -> str:
     import pandas as pd
 
     return "" if pd.isna(value) else str(value)
+
+
+def flags(values: Any) -> Any:
+    """A yes/no column as booleans, whether the CSV gave bools, ``"True"``/``"False"``
+    text or blanks (a blank is no)."""
+    return values.map(_text).str.lower() == "true"
 
 
 def measured(run: Run) -> Any:
@@ -293,7 +300,7 @@ def open_loop(run: Run) -> Any:
         t[column] = pd.to_numeric(t[column], errors="coerce") if column in t else math.nan
     for column in ("sustained", "rate_held"):
         values = t[column] if column in t else pd.Series("", index=t.index)
-        t[column] = values.map(_text).str.lower() == "true"
+        t[column] = flags(values)
     t["not_sustained"] = t["not_sustained"].map(_text) if "not_sustained" in t else ""
     return t
 
@@ -372,14 +379,6 @@ def steady_summary(run: Run) -> tuple[Any, list[str]]:
     return summary, axes
 
 
-#: the kind of each reason :func:`harness.steady.measure` gives, by how its text begins
-REASON_KINDS = {
-    "publishers sent": "rate not held",
-    "backlog grew": "backlog grew",
-    "p99": "p99 over the objective",
-}
-
-
 def _reasons(texts: Any) -> str:
     """Why trials were not sustained: one trial's reasons as they are, with their figures;
     several trials' as the kinds of reason and how many trials gave each (the figures are
@@ -389,10 +388,7 @@ def _reasons(texts: Any) -> str:
         return texts[0] if texts else ""
     kinds: dict[str, int] = {}
     for text in texts:
-        for reason in dict.fromkeys(
-            next((k for p, k in REASON_KINDS.items() if r.startswith(p)), r)
-            for r in text.split("; ")
-        ):
+        for reason in dict.fromkeys(steady.reason_kind(r) for r in text.split("; ")):
             kinds[reason] = kinds.get(reason, 0) + 1
     return ", ".join(f"{kind} ({n})" for kind, n in kinds.items())
 
@@ -453,7 +449,7 @@ def capacity_summary(run: Run) -> tuple[Any, list[str]]:
     numbers = ("fraction", "capacity_eps", "probe_eps", "rate", *CAPACITY_METRICS)
     for column in numbers:
         cap[column] = pd.to_numeric(cap[column], errors="coerce") if column in cap else math.nan
-    cap["sustained"] = cap["sustained"].map(_text).str.lower() == "true"
+    cap["sustained"] = flags(cap["sustained"])
     keys = ["config", *axes, "fraction", "capacity_eps", "probe_eps", "rate"]
     summary = summarize(cap, keys, [m for m in CAPACITY_METRICS if m in cap])
     groups = cap.groupby(keys, sort=True, dropna=False)

@@ -41,6 +41,13 @@ def second_of(t_ns: int, origin_ns: int) -> int:
 RATE_HELD_SHARE = 0.95
 #: the backlog is bounded when it grew by less than this share of the offered rate
 BACKLOG_GROWTH_SHARE = 0.05
+#: the kinds of reason :func:`measure` gives for a window not sustained, by how its text
+#: begins (the figure that follows is the trial's own)
+REASON_KINDS = {
+    "publishers sent": "rate not held",
+    "backlog grew": "backlog grew",
+    "p99": "p99 over the objective",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,3 +231,9 @@ def measure(
         not_sustained=tuple(why),
         **summary,
     )
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of one of :func:`measure`'s reasons (:data:`REASON_KINDS`); an unknown
+    text is its own kind."""
+    return next((kind for start, kind in REASON_KINDS.items() if reason.startswith(start)), reason)

@@ -107,12 +107,14 @@ def _has_latency(run: Run) -> bool:
 # -- repeats, second by second --------------------------------------------------------------
 
 
-def per_second(run: Run) -> Any:
+def per_second(run: Run, t: Any = None) -> Any:
     """A row per trial and second of a format-2 run: the trial's swept axes, ``second``,
-    the events committed in that second (``rate_eps``) and its ``latency_p99_ms``."""
+    the events committed in that second (``rate_eps``) and its ``latency_p99_ms``.
+    ``t`` is the run's :func:`stats.frame`, when the caller has it."""
     import pandas as pd
 
-    t, ts = stats.frame(run), run.timeseries
+    t = stats.frame(run) if t is None else t
+    ts = run.timeseries
     if ts.empty or "second" not in ts:
         return pd.DataFrame()
     axes = _trace_axes(run, t)
@@ -125,20 +127,19 @@ def per_second(run: Run) -> Any:
     )
 
 
-def bands(run: Run) -> Any:
+def bands(run: Run, t: Any = None) -> Any:
     """Per configuration and second: the mean commit rate and p99 of the repeats, with
     :func:`stats.summarize`'s interval columns; empty when no configuration repeated or
     the run has no per-second rows (a line per trial is drawn then)."""
     import pandas as pd
 
-    rows = per_second(run)
+    t = stats.frame(run) if t is None else t
+    rows = per_second(run, t)
     if rows.empty:
         return pd.DataFrame()
-    axes = _trace_axes(run, stats.frame(run))
-    repeats = rows.groupby(axes)["trial"].nunique() if axes else rows["trial"].nunique()
-    if int(repeats.max() if axes else repeats) < 2:
-        return pd.DataFrame()
-    return stats.summarize(rows, [*axes, "second"], ["rate_eps", "latency_p99_ms"])
+    axes = _trace_axes(run, t)
+    summary = stats.summarize(rows, [*axes, "second"], ["rate_eps", "latency_p99_ms"])
+    return summary if summary["rate_eps_n"].max() >= 2 else pd.DataFrame()
 
 
 def _band(ax: Axes, s: Any, metric: str, style: dict[str, Any], *, floor: float = 0.0) -> None:
@@ -160,8 +161,9 @@ def throughput_over_time(run: Run) -> Figure:
     style = _TraceStyle.of(run, t)
     panels = stats.ordered(style.panel, t[style.panel]) if style.panel else [None]
     latency, windows = _has_latency(run), _windows(ts)
-    banded = bands(run)
+    banded = bands(run, t)
     per_trial = banded.empty
+    steps: Any = stats.rates(run) if per_trial else None
     if per_trial:
         caption = (
             "One line per trial: events committed per second between samples taken about once "
@@ -188,10 +190,11 @@ def throughput_over_time(run: Run) -> Figure:
     for column, value in enumerate(panels):
         if per_trial:
             chosen = t[t[style.panel] == value] if style.panel else t
-            _trials(rows, column, chosen, stats.rates(run), ts, style, latency=latency)
+            _trials(rows, column, chosen, steps, ts, style, latency=latency)
         else:
             chosen = banded[banded[style.panel] == value] if style.panel else banded
-            _configurations(rows, column, chosen, run, style, latency=latency)
+            axes = _trace_axes(run, t)
+            _configurations(rows, column, chosen, axes, style, latency=latency)
         rows[0][column].set_title(
             f"{label(style.panel)}: {value}" if style.panel else "", fontsize=10
         )
@@ -205,11 +208,7 @@ def throughput_over_time(run: Run) -> Figure:
         rows[-1][column].set_xlabel("time since publishing began (s)")
     # shared axes: set the limits once, from every panel's data; a band of two or three
     # repeats can be far wider than any mean (in the drain), so it may leave the chart
-    top = (
-        banded["rate_eps_mean"].max() * 1.3
-        if not per_trial
-        else stats.rates(run)["rate_eps"].max() * 1.05
-    )
+    top = steps["rate_eps"].max() * 1.05 if per_trial else banded["rate_eps_mean"].max() * 1.3
     rows[0][0].set_xlim(left=0)
     if top > 0:
         rows[0][0].set_ylim(0, top)
@@ -248,10 +247,10 @@ def _trials(
 
 
 def _configurations(
-    rows: list[Any], column: int, chosen: Any, run: Run, style: _TraceStyle, *, latency: bool
-) -> None:
-    """A line per configuration, in the band of its repeats."""
-    axes = _trace_axes(run, stats.frame(run))
+    rows: list[Any], column: int, chosen: Any, axes: list[str], style: _TraceStyle, *,
+    latency: bool,
+) -> None:  # fmt: skip
+    """A line per configuration (its values of ``axes``), in the band of its repeats."""
     groups = chosen.groupby(axes, sort=True) if axes else [((), chosen)]
     floor = float(chosen["latency_p99_ms_mean"].min()) / 2 if latency else 0.0
     for _, s in groups:

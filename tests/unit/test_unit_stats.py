@@ -138,3 +138,8 @@ def test_repeated_trials_not_sustained_are_summarised_by_kind_of_reason(tmp_path
     assert summary["not_sustained"].tolist() == ["backlog grew (3)"]
     once, _ = stats.steady_summary(load(runs.make_run(tmp_path, params=params, run_id="r2")))
     assert once["not_sustained"].iloc[0].startswith("backlog grew 2,0")  # the figure itself
+
+
+def test_flags_read_bools_text_and_blanks_alike() -> None:
+    values = pd.Series([True, "True", "false", "False", math.nan, ""], dtype=object)
+    assert stats.flags(values).tolist() == [True, True, False, False, False, False]
