@@ -181,6 +181,8 @@ class PublisherActor:
             "resent": stats.resent,
             "replies_lost": stats.replies_lost,
             "resent_uncertain": stats.resent_uncertain,
+            "producer": stats.producer,
+            "entries_numbered": stats.entries_numbered,
             **stats.per_second(),
             "rss_peak_mb": _rss_peak_mb(),
             "running": self.runner.running,

@@ -24,10 +24,14 @@ from harness.delivery import (
     FIELD_COUNT,
     FIELD_CREATED_NS,
     FIELD_EVENTS,
+    FIELD_PRODUCER,
+    FIELD_SEQ,
     Backlog,
     Broker,
     Delivery,
+    Producer,
     connect,
+    identities,
     kill_clients,
     stamps,
 )
@@ -57,9 +61,11 @@ def open_broker(kind: str, url: str, keys: Keys, *, role: str | None = None) -> 
 class StreamBroker:
     """The events stream, its consumer group and its dead-letter stream."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, producer: Producer | None = None) -> None:
         self.client = client
         self.keys = keys
+        #: the identities of the entries this broker publishes (see :class:`Producer`)
+        self.producer = producer or Producer()
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -80,21 +86,36 @@ class StreamBroker:
     # -- publishing -------------------------------------------------------------------
 
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
+        self,
+        entries: Sequence[tuple[bytes, int]],
+        *,
+        created_ns: int | Sequence[int] | None = None,
+        ids: Sequence[tuple[int, int]] | None = None,
     ) -> int:
         """XADD each ``(encoded events, count)`` in one pipelined round trip.
 
         ``created_ns``: when the entries' events were made or due (one time for all, or
-        one per entry); latency runs from it. Now, when not given.
+        one per entry); latency runs from it. Now, when not given. ``ids``: the entries'
+        identities, when this is a round sent again (new ones from :attr:`producer`
+        otherwise).
         """
+        n = len(entries)
         pipe = self.client.pipeline(transaction=False)
-        for (payload, count), stamp in zip(entries, stamps(created_ns, len(entries)), strict=True):
+        for (payload, count), stamp, (producer, seq) in zip(
+            entries, stamps(created_ns, n), identities(self.producer, ids, n), strict=True
+        ):
             pipe.xadd(
                 self.keys.stream,
-                {FIELD_EVENTS: payload, FIELD_COUNT: str(count).encode(), FIELD_CREATED_NS: stamp},
+                {
+                    FIELD_EVENTS: payload,
+                    FIELD_COUNT: str(count).encode(),
+                    FIELD_CREATED_NS: stamp,
+                    FIELD_PRODUCER: str(producer).encode(),
+                    FIELD_SEQ: str(seq).encode(),
+                },
             )
         pipe.execute()
-        return len(entries)
+        return n
 
     # -- consuming --------------------------------------------------------------------
 
@@ -173,13 +194,10 @@ class StreamBroker:
             return 0
         return int(self.client.xack(self.keys.stream, self.keys.group, *entry_ids))
 
-    def note_redelivered(self, events: int) -> None:
-        """Count events about to be applied again, durably, before applying them."""
-        if events:
-            self.client.incrby(self.keys.redelivered, events)
-
-    def redelivered_count(self) -> int:
-        return int(self.client.get(self.keys.redelivered) or 0)
+    def prune_bound_ms(self) -> int:
+        """The time (ms) of the oldest entry that can still be delivered: the lower of the
+        oldest pending id and the group's last delivered id (new entries come later)."""
+        return _id_tuple(self._oldest_needed())[0]
 
     @staticmethod
     def _deliveries(reply: Any, *, redelivered: bool) -> list[Delivery]:
@@ -237,6 +255,13 @@ class StreamBroker:
         min(oldest pending id, last delivered id). New deliveries only take ids above
         the last delivered one, so the bound read here stays safe while we trim.
         """
+        bound = self._oldest_needed()
+        if bound == "0-0":
+            return 0
+        return int(self.client.xtrim(self.keys.stream, minid=bound, approximate=False))
+
+    def _oldest_needed(self) -> str:
+        """min(oldest pending id, last delivered id): what :meth:`trim` keeps."""
         pipe = self.client.pipeline(transaction=True)
         pipe.xpending(self.keys.stream, self.keys.group)
         pipe.xinfo_groups(self.keys.stream)
@@ -247,9 +272,7 @@ class StreamBroker:
             oldest = _text(pending["min"])
             if _id_tuple(oldest) < _id_tuple(bound):
                 bound = oldest
-        if bound == "0-0":
-            return 0
-        return int(self.client.xtrim(self.keys.stream, minid=bound, approximate=False))
+        return bound
 
     def pending_by_consumer(self) -> dict[str, int]:
         """Entries delivered and not yet acknowledged, by consumer name (``XPENDING``)."""

@@ -2,8 +2,11 @@
 
 The order is the whole guarantee. An entry is acknowledged only after the transaction
 that applied it committed, so a crash anywhere before the ack leaves it pending and it
-is delivered again; the store's ``ON CONFLICT DO NOTHING`` turns that redelivery into a
-counted duplicate. Nothing is lost, nothing is stored twice.
+is delivered again. The transaction that applies an entry also records its identity
+(``(producer, seq)``, see :class:`~harness.delivery.Producer`), so that second delivery,
+or a publisher's retry of the same entry, is recognised and skipped: it is no receipt
+and changes no counter but ``redelivered``. Nothing is lost, nothing is stored or
+counted twice.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import collections
 import contextlib
 import dataclasses
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +25,8 @@ import psycopg
 import redis
 
 from harness import events, latency, steady
-from harness.delivery import FIELD_COUNT, Broker, Delivery
-from harness.store import Store
+from harness.delivery import ANONYMOUS, FIELD_COUNT, Broker, Delivery
+from harness.store import Entries, Store
 
 #: Errors after which the consumer reconnects and goes on.
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)
@@ -40,6 +44,14 @@ class ConsumerConfig:
     claim_idle_ms: int = 2000
     reclaim_every_s: float = 0.5
     trim_every_s: float = 0.5
+    #: how often the identities of applied entries are pruned (see :attr:`remember_s`)
+    prune_every_s: float = 5.0
+    #: an applied entry's identity is kept until the oldest entry the broker can still
+    #: deliver is this much younger than it: longer than a publisher may take to send a
+    #: round again (:data:`harness.publisher.RESEND_DEADLINE_S`). Pruning goes by the
+    #: bound seen one pruning earlier (≥ ``prune_every_s`` old), which a Redis crash
+    #: cannot take back (its AOF syncs every second)
+    remember_s: float = 60.0
     #: counter row this consumer adds to under the ``sharded`` strategy (the others use
     #: row 0): give each concurrent consumer its own, or they share one hot row again
     shard: int = 0
@@ -65,6 +77,8 @@ class ConsumerConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.entry_size < 1:
             raise ValueError("batch_size and entry_size must be ≥ 1")
+        if self.remember_s < 0 or self.prune_every_s <= 0:
+            raise ValueError("remember_s must be ≥ 0 and prune_every_s > 0")
         if not 0 <= self.linger_ms <= 1000:
             raise ValueError(f"linger_ms must be in [0, 1000], got {self.linger_ms}")
 
@@ -90,12 +104,17 @@ class ConsumerStats:
     unique: int = 0
     duplicate: int = 0
     rejected: int = 0
-    #: events that may have been applied twice: in entries delivered more than once (own
-    #: pending after a restart, reclaimed from a peer) or retried after a COMMIT whose
-    #: connection broke before its outcome was known
+    #: events in entries recognised as applied before (a redelivery, a publisher's retry)
+    #: and skipped
     redelivered: int = 0
-    #: of ``redelivered``, the events retried after a COMMIT of unknown outcome
+    #: events in entries delivered again by the broker (own pending after a restart,
+    #: reclaimed from a peer), applied or recognised
+    delivered_again: int = 0
+    #: events retried after a COMMIT whose outcome was unknown (the retry recognises them
+    #: if it had committed)
     uncertain: int = 0
+    #: identities of applied entries pruned by this consumer
+    pruned: int = 0
     #: times the loop lost Redis or PostgreSQL and started over
     reconnects: int = 0
     #: batches abandoned after the retry policy gave up (left pending, applied later)
@@ -138,7 +157,9 @@ class ConsumerStats:
             "duplicate": self.duplicate,
             "rejected": self.rejected,
             "redelivered": self.redelivered,
+            "delivered_again": self.delivered_again,
             "uncertain": self.uncertain,
+            "pruned": self.pruned,
             "gave_up": self.gave_up,
             "reconnects": self.reconnects,
             "last_commit_ns": self.last_commit_ns,
@@ -174,6 +195,9 @@ class Consumer:
         self._own_pending_done = False
         self._next_reclaim = 0.0
         self._next_trim = 0.0
+        self._next_prune = monotonic() + config.prune_every_s
+        #: the broker's prune bound at the last pruning: the next one goes by it
+        self._prune_bound_ms: int | None = None
         #: committed entries whose XACK goes out with the next read (see :meth:`step`)
         self._acks: list[bytes] = []
 
@@ -247,6 +271,9 @@ class Consumer:
         if now >= self._next_trim:
             self._next_trim = now + cfg.trim_every_s
             self.broker.trim()
+        if now >= self._next_prune:
+            self._next_prune = now + cfg.prune_every_s
+            self.prune()
         if reclaiming:
             self._next_reclaim = now + cfg.reclaim_every_s
             claimed = self.broker.reclaim(cfg.name, cfg.claim_idle_ms, cfg.fetch_count)
@@ -261,6 +288,17 @@ class Consumer:
             got = self.broker.read(cfg.name, cfg.fetch_count, cfg.block_ms, ack=acks)
         self._short_read_at = read_at if len(got) < cfg.read_count else None
         return got
+
+    def prune(self) -> int:
+        """Forget applied identities that cannot be needed again: those of entries the
+        broker took more than ``remember_s`` before the oldest entry it could deliver at
+        the previous pruning. Returns how many were forgotten."""
+        bound, self._prune_bound_ms = self._prune_bound_ms, self.broker.prune_bound_ms()
+        if bound is None:
+            return 0
+        pruned = self.store.prune_applied(bound - round(self.config.remember_s * 1000))
+        self.stats.pruned += pruned
+        return pruned
 
     def _without_exhausted(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Dead-letter the redelivered entries that used up their deliveries."""
@@ -285,7 +323,7 @@ class Consumer:
         batch and dead-lettered alone, so it never holds back the rest of its batch.
         Acknowledging after the last commit rather than after each is still after the
         commit: a crash in between leaves committed entries pending, to be redelivered
-        and counted as duplicates.
+        and recognised.
         """
         try:
             return self._apply(deliveries)
@@ -299,11 +337,7 @@ class Consumer:
             items = self._decode(delivery)
             if items is not None:
                 decoded.append((delivery, items))
-        # Count what may be applied a second time where a kill cannot lose it, and
-        # before the commit: a consumer killed right after committing has counted it.
-        again = sum(len(evs) for d, evs in decoded if d.redelivered)
-        if again:
-            self.broker.note_redelivered(again)
+        self.stats.delivered_again += sum(len(evs) for d, evs in decoded if d.redelivered)
         per_batch = self.config.read_count
         applied = 0
         gave_up = self.stats.gave_up
@@ -327,11 +361,21 @@ class Consumer:
         if not items:
             return 0
         ids = [delivery.entry_id for delivery, _ in items]
-        batch = [event for _, evs in items for event in evs]
+        batch: list[events.Row] = []
+        entries = Entries([], [], [], [], [])
+        for position, (delivery, evs) in enumerate(items, 1):
+            producer, seq = delivery.identity or _unrecognisable()
+            entries.producers.append(producer)
+            entries.seqs.append(seq)
+            entries.seen_ms.append(delivery.seen_ms)
+            entries.events.append(len(evs))
+            entries.of_row.extend([position] * len(evs))
+            batch.extend(evs)
         began = self._monotonic()
         try:
             result = self.store.apply_rows(
                 batch,
+                entries=entries,
                 shard=self.config.shard,
                 before_retry=lambda: self.broker.touch(self.config.name, ids),
             )
@@ -364,7 +408,7 @@ class Consumer:
         self.stats.unique += result.unique
         self.stats.duplicate += result.duplicate
         self.stats.retries.update(result.retries)
-        self.stats.redelivered += result.uncertain
+        self.stats.redelivered += result.redelivered
         self.stats.uncertain += result.uncertain
         origin = self.config.origin_ns
         if origin:
@@ -372,8 +416,6 @@ class Consumer:
                 result.received
             )
         for delivery, evs in items:
-            if delivery.redelivered:
-                self.stats.redelivered += len(evs)
             created = delivery.created_ns
             if created and evs:
                 micros = (committed_ns - created) // 1000
@@ -396,6 +438,13 @@ class Consumer:
             # Fault injection: die like a killed process would, after the commit and
             # before the acknowledgement. No cleanup, no exception handlers.
             os._exit(17)
+
+
+def _unrecognisable() -> tuple[int, int]:
+    """An identity no other entry has, for an entry that carries none and has no stream
+    id to be known by: every delivery of it is a receipt (negative numbers, which stream
+    ids never map to)."""
+    return ANONYMOUS, -1 - secrets.randbits(62)
 
 
 def _event_count(delivery: Delivery) -> int:

@@ -9,6 +9,8 @@ Redis connection every broker opens.
 from __future__ import annotations
 
 import dataclasses
+import secrets
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -20,6 +22,41 @@ from harness.keys import Keys
 FIELD_EVENTS = b"e"
 FIELD_COUNT = b"n"
 FIELD_CREATED_NS = b"t"
+#: the entry's identity: the producer that made it and its number there (see :class:`Producer`)
+FIELD_PRODUCER = b"p"
+FIELD_SEQ = b"s"
+
+#: the producer id of entries that carry no identity of their own: the consumer numbers
+#: them by their stream entry id, which recognises a broker's redelivery (not a re-send)
+ANONYMOUS = 0
+
+
+class Producer:
+    """Where entry identities come from: ``(producer id, sequence number)``.
+
+    Kafka's idempotent producer, for a stream: each publisher (each connection of the
+    HTTP service) draws a random 63-bit id when it starts, so an identity is never reused,
+    not across restarts of the publisher nor of Redis, and numbers its entries 0, 1, 2….
+    A round sent again because its reply never came keeps its identities, so the copy
+    that arrives second is recognised by the consumers; a deliberate re-send takes new
+    ones and is a new receipt. Thread-safe.
+    """
+
+    def __init__(self, producer_id: int | None = None) -> None:
+        self.id = producer_id if producer_id is not None else secrets.randbits(63) or 1
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[tuple[int, int]]:
+        """Identities for ``n`` new entries."""
+        with self._lock:
+            first, self._next = self._next, self._next + n
+        return [(self.id, seq) for seq in range(first, first + n)]
+
+    @property
+    def taken(self) -> int:
+        """How many identities were handed out."""
+        return self._next
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +78,30 @@ class Delivery:
     @property
     def payload(self) -> bytes:
         return self.fields.get(FIELD_EVENTS, b"")
+
+    @property
+    def seen_ms(self) -> int:
+        """When the broker took the entry (ms): a stream entry id's time; for the list
+        broker, which keeps no such time, when it was popped."""
+        head = self.entry_id.partition(b"-")[0]
+        return int(head) if head.isdigit() else time.time_ns() // 1_000_000
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """``(producer, sequence)``: the publisher's, or, for an entry without one,
+        (:data:`ANONYMOUS`, its stream entry id as one number); ``None`` when there is
+        nothing to recognise it by (then every delivery of it is a receipt)."""
+        producer, seq = self.fields.get(FIELD_PRODUCER), self.fields.get(FIELD_SEQ)
+        if producer is not None and seq is not None:
+            try:
+                return int(producer), int(seq)
+            except ValueError:
+                pass
+        ms, _, number = self.entry_id.partition(b"-")
+        try:
+            return ANONYMOUS, int(ms) << 20 | int(number or 0)
+        except ValueError:  # not a stream id
+            return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +136,17 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
+def identities(
+    producer: Producer, ids: Sequence[tuple[int, int]] | None, n: int
+) -> Sequence[tuple[int, int]]:
+    """The identities of ``n`` entries: those given (a re-send keeps them), or new ones."""
+    if ids is None:
+        return producer.take(n)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} identities for {n} entries")
+    return ids
+
+
 def stamps(created_ns: int | Sequence[int] | None, n: int) -> list[bytes]:
     """The ``FIELD_CREATED_NS`` value of each of ``n`` entries."""
     if created_ns is None or isinstance(created_ns, int):
@@ -102,11 +174,16 @@ class Broker(Protocol):
 
     client: redis.Redis
     keys: Keys
+    producer: Producer
 
     def reset(self) -> None: ...
     def ensure_group(self) -> None: ...
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
+        self,
+        entries: Sequence[tuple[bytes, int]],
+        *,
+        created_ns: int | Sequence[int] | None = None,
+        ids: Sequence[tuple[int, int]] | None = None,
     ) -> int: ...
     def read(
         self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
@@ -116,8 +193,7 @@ class Broker(Protocol):
     def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None: ...
     def delivery_counts(self, entry_ids: Sequence[bytes]) -> dict[bytes, int]: ...
     def ack(self, entry_ids: Sequence[bytes]) -> int: ...
-    def note_redelivered(self, events: int) -> None: ...
-    def redelivered_count(self) -> int: ...
+    def prune_bound_ms(self) -> int: ...
     def trim(self) -> int: ...
     def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None: ...
     def dead_letter_count(self) -> int: ...

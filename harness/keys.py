@@ -33,18 +33,9 @@ class Keys:
         """The seed's design: a plain list, RPUSH to publish, BLPOP to consume."""
         return f"{self.prefix}:queue"
 
-    @property
-    def redelivered(self) -> str:
-        """Counter of events in entries delivered again, added to *before* they are applied.
-
-        It outlives a consumer killed mid-batch, whose own in-memory count dies with it,
-        so the check ``received ≤ published + redelivered`` has a bound no kill can lose.
-        """
-        return f"{self.prefix}:redelivered"
-
     def client_name(self, role: str) -> str:
         """Redis CLIENT SETNAME of a connection, so that faults can find it."""
         return f"{self.prefix}:{role}"
 
     def all(self) -> tuple[str, ...]:
-        return (self.stream, self.dead_letter, self.queue, self.redelivered)
+        return (self.stream, self.dead_letter, self.queue)

@@ -16,8 +16,12 @@ from harness.delivery import (
     FIELD_COUNT,
     FIELD_CREATED_NS,
     FIELD_EVENTS,
+    FIELD_PRODUCER,
+    FIELD_SEQ,
     Backlog,
     Delivery,
+    Producer,
+    identities,
     kill_clients,
     stamps,
 )
@@ -29,9 +33,10 @@ _SEPARATOR = b"\n"
 class ListBroker:
     """Same interface as :class:`~harness.broker.StreamBroker`, none of its guarantees."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, producer: Producer | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.producer = producer or Producer()
         self._popped = 0
 
     def reset(self) -> None:
@@ -41,16 +46,26 @@ class ListBroker:
         pass
 
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
+        self,
+        entries: Sequence[tuple[bytes, int]],
+        *,
+        created_ns: int | Sequence[int] | None = None,
+        ids: Sequence[tuple[int, int]] | None = None,
     ) -> int:
+        n = len(entries)
         if entries:
-            # "created_ns\n<events json>": the list holds plain strings
-            marks = stamps(created_ns, len(entries))
+            # "created_ns producer seq\n<events json>": the list holds plain strings
+            marks = stamps(created_ns, n)
             self.client.rpush(
                 self.keys.queue,
-                *(stamp + _SEPARATOR + p for (p, _), stamp in zip(entries, marks, strict=True)),
+                *(
+                    b"%s %d %d%s%s" % (stamp, producer, seq, _SEPARATOR, p)
+                    for (p, _), stamp, (producer, seq) in zip(
+                        entries, marks, identities(self.producer, ids, n), strict=True
+                    )
+                ),
             )
-        return len(entries)
+        return n
 
     def read(
         self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
@@ -64,9 +79,13 @@ class ListBroker:
         return [self._delivery(bytes(item)) for item in items]
 
     def _delivery(self, item: bytes) -> Delivery:
-        stamp, _, payload = item.partition(_SEPARATOR)
+        head, _, payload = item.partition(_SEPARATOR)
+        stamp, _, identity = head.partition(b" ")
+        producer, _, seq = identity.partition(b" ")
         self._popped += 1
         fields = {FIELD_EVENTS: payload, FIELD_CREATED_NS: stamp, FIELD_COUNT: b"0"}
+        if producer and seq:
+            fields.update({FIELD_PRODUCER: producer, FIELD_SEQ: seq})
         return Delivery(f"list-{self._popped}".encode(), fields, False)
 
     # A list has no pending entries, no redelivery and nothing to acknowledge or trim.
@@ -88,11 +107,11 @@ class ListBroker:
     def trim(self) -> int:
         return 0
 
-    def note_redelivered(self, events: int) -> None:
-        pass
-
-    def redelivered_count(self) -> int:
-        return 0
+    def prune_bound_ms(self) -> int:
+        """Nothing popped comes back: only entries still queued can be delivered, and
+        those have not been applied. Now, by Redis's clock."""
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
         record: dict[Any, Any] = {**delivery.fields, b"reason": reason.encode("utf-8", "replace")}

@@ -21,6 +21,12 @@ from harness.delivery import Broker
 from harness.generator import Generator, Workload
 from harness.schedule import Pacer, Schedule
 
+#: A publisher gives up on a round it cannot get Redis to confirm within this long (and
+#: fails): the consumers remember applied identities longer than this
+#: (:attr:`harness.consumer.ConsumerConfig.remember_s`), so a round sent again within it
+#: is recognised wherever its first copy went.
+RESEND_DEADLINE_S = 30.0
+
 #: When publishers make their events (a trial parameter): as they go, or all before
 #: their first send (:attr:`PublishPlan.ahead`).
 GENERATE = ("inline", "ahead")
@@ -98,12 +104,18 @@ class PublisherStats:
     backpressure_s: float = 0.0
     #: wall clock of the first XADD (trial duration runs from the earliest one)
     first_publish_ns: int = 0
-    #: events sent again after a reply was lost on purpose (certainly in Redis twice)
+    #: events sent again as new after a reply was lost on purpose (certainly in Redis
+    #: twice, the second time as a receipt of its own: an at-least-once client)
     resent: int = 0
     #: rounds whose reply was lost on purpose
     replies_lost: int = 0
-    #: events sent again after a real connection error (perhaps in Redis twice)
+    #: events sent again after a real connection error (perhaps in Redis twice), with
+    #: their identities: a copy that arrives twice is recognised
     resent_uncertain: int = 0
+    #: the identities this publisher's entries carry: its producer id, and how many it
+    #: numbered (each one an entry Redis confirmed)
+    producer: int = 0
+    entries_numbered: int = 0
     #: events sent, by whole second of wall-clock send time since the trial's origin
     sent_by_second: collections.Counter[int] = dataclasses.field(
         default_factory=collections.Counter
@@ -198,15 +210,25 @@ class Publisher:
     def _publish(
         self, entries: list[tuple[bytes, int]], created_ns: int | list[int], *, lose_reply: bool
     ) -> None:
-        """XADD a round, again until Redis confirms it: at-least-once publishing."""
+        """XADD a round, again until Redis confirms it: at-least-once publishing.
+
+        After a connection error the round goes again with the same identities (Kafka's
+        idempotent producer): if Redis had taken it, the consumers recognise the second
+        copy. A lost reply injected on purpose (``publisher-retry``) sends it again as
+        new, as a client that knows nothing of identities would: a receipt of its own.
+        """
         events = sum(count for _, count in entries)
+        producer = self.broker.producer
+        ids = producer.take(len(entries))
+        self.stats.producer = producer.id
         failures = 0
+        deadline = self._clock_ns() + RESEND_DEADLINE_S * 1e9
         while True:
             try:
-                self.broker.publish(entries, created_ns=created_ns)
+                self.broker.publish(entries, created_ns=created_ns, ids=ids)
             except (redis.ConnectionError, redis.TimeoutError):
                 failures += 1
-                if failures > 20:
+                if failures > 20 or self._clock_ns() > deadline:
                     raise
                 self.stats.resent_uncertain += events
                 self._sleep(min(0.01 * 2**failures, 1.0))
@@ -215,7 +237,9 @@ class Publisher:
                 lose_reply = False
                 self.stats.replies_lost += 1
                 self.stats.resent += events
+                ids = producer.take(len(entries))
                 continue
+            self.stats.entries_numbered = producer.taken
             return
 
     def _wait_for_room(self, max_backlog: int) -> None:

@@ -117,8 +117,6 @@ class _TrialState:
     injected: int = 0
     #: the last reports of killed consumers: what they did, as far as the driver knows
     dead_reports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    #: stream entries the restarted Redis did not bring back (redis-restart)
-    broker_lost: int = 0
     samples: list[Sample] = dataclasses.field(default_factory=list)
     #: what each fault injected so far found in flight (0: it hit nothing)
     in_flight: list[int] = dataclasses.field(default_factory=list)
@@ -443,15 +441,6 @@ class Runner:
         self._spares.extend(run.spares)  # not needed after all: kept for the next trial
         pub_reports = ray.get([pub.stop.remote() for pub in run.publishers])
         everyone = [*reports, *run.dead_reports]  # the killed ones as last seen
-        # Redeliveries, two ways. The actors' own counts miss what a killed one did after
-        # its last report; the broker's count misses what a crashed Redis did not fsync.
-        # Each is a lower bound of the events that may have been applied twice.
-        in_memory = sum(r.get("redelivered", 0) for r in everyone)
-        uncertain = sum(r.get("uncertain", 0) for r in everyone)
-        try:
-            durable = run.broker.redelivered_count() + uncertain
-        except redis.ConnectionError:
-            durable = 0
         # Keep the pool in step: killed consumers were replaced during the trial, and
         # ones that died by themselves are replaced now, before the next trial.
         for i in range(p.consumers):
@@ -476,7 +465,6 @@ class Runner:
             "latency": per_second.histogram(per_second.latencies),
             "steady": steady,
             "timeseries": timeseries(per_second, run.window, run.samples, p.consumers),
-            "redelivered": max(in_memory, durable),
             "published": sum(r["events"] for r in pub_reports),
             "resent": sum(r["resent"] for r in pub_reports),
             "resent_uncertain": sum(r["resent_uncertain"] for r in pub_reports),
@@ -491,7 +479,11 @@ class Runner:
             "faults_injected": injected,
             "in_flight_at_fault": sum(in_flight),
             "faults_missed": sum(1 for hit in in_flight if hit == 0),
-            "broker_lost": run.broker_lost,
+            # each publisher's producer id, and the entries it numbered (all confirmed)
+            "producers": {
+                r["producer"]: r["entries_numbered"] for r in pub_reports if r.get("producer")
+            },
+            "pruned": sum(r.get("pruned", 0) for r in everyone),
             "nodes": len(set(run.nodes)),
             # every actor's peak plus the driver's: what the trial needed in memory
             "rss_peak_mb": sum(r.get("rss_peak_mb", 0.0) for r in [*reports, *pub_reports])
@@ -538,12 +530,7 @@ class Runner:
         if kind == "redis-restart":
             assert self._managed is not None
             hit = _first_nonzero(lambda: run.broker.backlog().unacknowledged)
-            # Entries the stream had taken before the crash and that the AOF replay does
-            # not bring back: the broker's own loss, apart from anything the pipeline does.
-            before = self._entries_added(channel)
             self._managed.restart()
-            after = self._entries_added(channel)
-            run.broker_lost += max(0, before - after)
             return hit
         if kind == "redis-client-kill":
             hit = _first_nonzero(lambda: self._held(run))
@@ -594,16 +581,6 @@ class Runner:
                     ray.kill(actor)
                     pool[i] = self._new_actor(cls)
 
-    @staticmethod
-    def _entries_added(channel: broker_mod.Broker) -> int:
-        for _ in range(50):
-            try:
-                info = channel.client.xinfo_stream(channel.keys.stream)
-                return int(info.get("entries-added", info.get("length", 0)))
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise TrialError("the restarted Redis does not answer")
-
     def _poll_consumers(self, alive: dict[int, Any]) -> dict[int, dict[str, Any]]:
         refs = {i: actor.progress.remote() for i, actor in alive.items()}
         reports = {}
@@ -613,6 +590,17 @@ class Runner:
             except RayActorError:
                 del alive[i]  # its pending entries are reclaimed by its peers
         return reports
+
+    def _broker_lost(self, trial: Trial, outcome: dict[str, Any], confirmed: int) -> int:
+        """Events Redis confirmed to a publisher that never reached the store: those of the
+        confirmed entries whose identity is not among the applied ones. Only a Redis that
+        crashed can lose them (``redis-restart``, before its AOF synced), so it is counted
+        there, and only while every identity is still remembered (nothing pruned)."""
+        producers = outcome["producers"]
+        if trial.params.fault != "redis-restart" or not producers or outcome["pruned"]:
+            return 0
+        _, applied = self.store.applied_entries(list(producers))
+        return max(0, confirmed - applied)
 
     def _verify(
         self, trial: Trial, generator: Generator, outcome: dict[str, Any] | None, error: str | None
@@ -626,22 +614,25 @@ class Runner:
         for r in reports:
             for state, n in r["retries"].items():
                 retries[state] = retries.get(state, 0) + n
-        redelivered = outcome["redelivered"] if outcome else 0
         published = outcome["published"] if outcome else 0
         verdict = invariants.Verdict(violations=(), anomalies=(), lost_updates=0)
         resent = outcome["resent"] if outcome else 0
         uncertain = outcome["resent_uncertain"] if outcome else 0
+        rejected = sum(r["rejected"] for r in reports)
+        broker_lost = 0
         if outcome:
             if published != generator.total:
                 error = f"publishers sent {published} events, the workload has {generator.total}"
+            broker_lost = self._broker_lost(trial, outcome, generator.total + resent - rejected)
             evidence = invariants.Evidence(
-                # Rounds sent again after a lost reply are in Redis twice for certain;
-                # after a real connection error, perhaps: that widens the bound.
+                # Rounds sent again as new after a lost reply are receipts of their own;
+                # after a real connection error they keep their identities, and a copy
+                # that arrived twice is recognised.
                 published=generator.total + resent,
                 expected_unique=generator.expected_unique,
                 counters=counters,
                 stored=stored,
-                redelivered=redelivered + uncertain,
+                broker_lost=broker_lost,
                 counter=trial.params.counter,
                 isolation=trial.params.isolation,
                 broker=trial.params.broker,
@@ -663,8 +654,8 @@ class Runner:
             lost=stored.lost,
             unexpected=stored.unexpected,
             double_applied=stored.rows - stored.distinct_keys,
-            redelivered=redelivered,
-            rejected=sum(r["rejected"] for r in reports),
+            redelivered=counters.redelivered,
+            rejected=rejected,
             elapsed_s=outcome["elapsed_s"] if outcome else 0.0,
             started_ns=outcome["first_ns"] if outcome else 0,
             ended_ns=outcome["last_ns"] if outcome else 0,
@@ -683,7 +674,7 @@ class Runner:
             faults_missed=outcome["faults_missed"] if outcome else 0,
             resent=resent,
             recovered=uncertain if outcome and stored.lost == 0 else 0,
-            broker_lost=outcome["broker_lost"] if outcome else 0,
+            broker_lost=broker_lost,
             nodes=outcome["nodes"] if outcome else 0,
             rss_peak_mb=outcome["rss_peak_mb"] if outcome else math.nan,
             redis_peak_mb=outcome["redis_peak_mb"] if outcome else math.nan,

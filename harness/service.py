@@ -390,6 +390,8 @@ def create_app(settings: Settings, config: ServiceConfig | None = None) -> FastA
             "received": counters.received,
             "unique_processed": counters.unique_processed,
             "duplicate_dropped": counters.duplicate_dropped,
+            # deliveries recognised as applied before (after a crash) and skipped
+            "redelivered": counters.redelivered,
             "topics": topics,
             "uptime_seconds": round(time.monotonic() - state.started, 3),
             "pending": backlog.unacknowledged,

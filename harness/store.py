@@ -22,7 +22,7 @@ from harness import queries
 from harness.events import Row
 from harness.retry import RETRYABLE_SQLSTATES, RetryPolicy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INSERT_METHODS = ("unnest", "copy")
 #: With insert = "copy", batches of at least this many distinct events go through COPY;
 #: smaller ones are cheaper as arrays in the one statement.
@@ -33,6 +33,7 @@ HOT_ROW = 0
 
 
 _Choice = TypeVar("_Choice", bound=enum.Enum)
+_Result = TypeVar("_Result")
 
 
 def _parse_choice(
@@ -106,6 +107,34 @@ class Counters:
     received: int
     unique_processed: int
     duplicate_dropped: int
+    #: deliveries recognised as applied before and skipped (not receipts)
+    redelivered: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Entries:
+    """The stream entries a batch's rows came from: their identities ``(producer, seq)``
+    (distinct), when the broker took each (``seen_ms``), how many events each holds, and
+    for each row of the batch, in order, the position of its entry in these lists
+    (1-based, as SQL's ``WITH ORDINALITY`` counts)."""
+
+    producers: list[int]
+    seqs: list[int]
+    seen_ms: list[int]
+    events: list[int]
+    of_row: list[int]
+
+    def params(self) -> dict[str, list[int]]:
+        return {
+            "producers": self.producers,
+            "seqs": self.seqs,
+            "seen_ms": self.seen_ms,
+            "entry_events": self.events,
+        }
+
+    def literals(self) -> dict[str, str]:
+        """:meth:`params` as SQL array literals (integers only: nothing to escape)."""
+        return {k: "'{" + ",".join(map(str, v)) + "}'" for k, v in self.params().items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +150,9 @@ class Prepared:
 
     received: int
     rows: list[Row]
+    #: the entries the rows came from: only the rows of entries not applied before are
+    #: inserted and counted (rows in arrival order then, each naming its entry)
+    entries: Entries | None = None
 
     @property
     def distinct(self) -> int:
@@ -158,7 +190,16 @@ def prepare(events: Iterable[Mapping[str, Any]]) -> Prepared:
 
 
 def _copy_text(batch: Prepared) -> str:
-    """The batch in COPY's text format.
+    """The batch in COPY's text format; with entries, each row followed by its entry's
+    position."""
+    if batch.entries is None:
+        return _copy_rows(batch.rows, 5)
+    of_row = map(str, batch.entries.of_row)
+    return _copy_rows([(*row, entry) for row, entry in zip(batch.rows, of_row, strict=True)], 6)
+
+
+def _copy_rows(rows: Sequence[tuple[str, ...]], columns: int) -> str:
+    """Rows of ``columns`` text values in COPY's text format.
 
     Built in bulk: rows are joined with tabs and newlines first and escaped after.
     Backslashes and carriage returns can only come from the values, so escaping the whole
@@ -166,10 +207,10 @@ def _copy_text(batch: Prepared) -> str:
     would be taken for a separator, which the counts below catch: then each value is
     escaped on its own.
     """
-    n = len(batch.rows)
-    text = "\n".join(map("\t".join, batch.rows))
-    if text.count("\t") != 4 * n or text.count("\n") != n - 1:
-        return "".join("\t".join(map(_copy_escape, row)) + "\n" for row in batch.rows)
+    n = len(rows)
+    text = "\n".join(map("\t".join, rows))
+    if text.count("\t") != (columns - 1) * n or text.count("\n") != n - 1:
+        return "".join("\t".join(map(_copy_escape, row)) + "\n" for row in rows)
     if "\\" in text:
         text = text.replace("\\", "\\\\")
     if "\r" in text:
@@ -222,6 +263,8 @@ class ApplyResult:
     #: events of attempts whose COMMIT lost its connection: they may have committed
     #: already, in which case the retry counted them a second time (as duplicates)
     uncertain: int = 0
+    #: events in entries recognised as applied before, and skipped
+    redelivered: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,21 +428,33 @@ class Store:
         self,
         rows: Iterable[Row],
         *,
+        entries: Entries | None = None,
         shard: int = 0,
         before_retry: Callable[[], None] | None = None,
     ) -> ApplyResult:
         """:meth:`apply_batch` for events already validated into rows (the consumers').
 
+        With ``entries`` (the stream entries the rows came from), an entry whose identity
+        was applied before, by anyone, is recognised in the same transaction and its rows
+        are skipped: they are no receipt and change no counter but ``redelivered``.
+
         A batch that goes by COPY is not de-duplicated here: its statement keeps the
         first copy of each key itself, which costs PostgreSQL next to nothing and saves
         the consumer a Python step per event.
         """
-        return self.apply_prepared(self.prepare_batch(rows), shard=shard, before_retry=before_retry)
+        return self.apply_prepared(
+            self.prepare_batch(rows, entries), shard=shard, before_retry=before_retry
+        )
 
-    def prepare_batch(self, rows: Iterable[Row]) -> Prepared:
+    def prepare_batch(self, rows: Iterable[Row], entries: Entries | None = None) -> Prepared:
         """The batch as :meth:`apply_rows` applies it: as it is for COPY, whose statement
-        keeps the first copy of a key; through :func:`prepare_rows` for the others."""
+        keeps the first copy of a key, and with entries, whose statement first drops the
+        rows of entries applied before; through :func:`prepare_rows` for the others."""
         rows = rows if isinstance(rows, list) else list(rows)
+        if entries is not None:
+            if len(entries.of_row) != len(rows):
+                raise ValueError(f"{len(entries.of_row)} entry positions for {len(rows)} rows")
+            return Prepared(len(rows), rows, entries)
         return Prepared(len(rows), rows) if self._copies(len(rows)) else prepare_rows(rows)
 
     def _copies(self, rows: int) -> bool:
@@ -416,16 +471,17 @@ class Store:
         before_retry: Callable[[], None] | None = None,
     ) -> ApplyResult:
         """:meth:`apply_batch` for a batch :func:`prepare` has already made."""
-        unique, attempts, retries, uncertain = self._retrying(
+        (received, unique), attempts, retries, uncertain = self._retrying(
             lambda: self._apply_once(batch, shard), batch.received, before_retry
         )
         return ApplyResult(
-            received=batch.received,
+            received=received,
             unique=unique,
-            duplicate=batch.received - unique,
+            duplicate=received - unique,
             attempts=attempts,
             retries=retries,
             uncertain=uncertain,
+            redelivered=batch.received - received,
         )
 
     def apply_like_the_seed(self, event: Mapping[str, Any]) -> bool:
@@ -437,10 +493,10 @@ class Store:
 
     def _retrying(
         self,
-        attempt: Callable[[], int],
+        attempt: Callable[[], _Result],
         received: int,
         before_retry: Callable[[], None] | None,
-    ) -> tuple[int, int, dict[str, int], int]:
+    ) -> tuple[_Result, int, dict[str, int], int]:
         """Run ``attempt`` (one whole transaction) until it commits or the policy gives up.
 
         Returns its result, the attempts made, the failed attempts by cause, and how
@@ -490,13 +546,14 @@ class Store:
             self._committing = True
         return inserted
 
-    def _apply_once(self, batch: Prepared, shard: int) -> int:
-        """One attempt at a batch; returns how many of its events were new."""
+    def _apply_once(self, batch: Prepared, shard: int) -> tuple[int, int]:
+        """One attempt at a batch; returns how many of its events were receipts (all but
+        those of entries applied before) and how many of those were new."""
         if self.counter is CounterStrategy.RMW:
             return self._apply_in_transaction(batch)
         return self._apply_in_one_statement(batch, shard)
 
-    def _apply_in_one_statement(self, batch: Prepared, shard: int) -> int:
+    def _apply_in_one_statement(self, batch: Prepared, shard: int) -> tuple[int, int]:
         """Insert and count in ONE statement, a data-modifying CTE. A small batch goes as
         arrays, in autocommit, so the statement is its own transaction: one round trip.
         A large one is COPYed into a staging table first, in the same transaction. The
@@ -514,13 +571,26 @@ class Store:
                 self._staging_for = conn
             return self._copy_and_apply(conn, batch, params)
         self._committing = True  # from here, a broken connection leaves it unknown
-        row = self._run("apply_unnest", {**params, **batch.columns}).fetchone()
+        if batch.entries is None:
+            row = self._run("apply_unnest", {**params, **batch.columns}).fetchone()
+            assert row is not None
+            return batch.received, int(row[0])
+        columns = [list(c) for c in zip(*batch.rows, strict=True)] or [[] for _ in COLUMNS]
+        row = self._run(
+            "apply_unnest_entries",
+            {
+                **params,
+                **dict(zip(COLUMNS, columns, strict=True)),
+                **batch.entries.params(),
+                "row_entries": batch.entries.of_row,
+            },
+        ).fetchone()
         assert row is not None
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     def _copy_and_apply(
         self, conn: psycopg.Connection[Any], batch: Prepared, params: dict[str, Any]
-    ) -> int:
+    ) -> tuple[int, int]:
         """COPY the batch into the staging table and apply it from there in ONE round trip.
 
         Both statements go as one simple-query string, which PostgreSQL runs as one
@@ -533,9 +603,14 @@ class Store:
         """
         pgconn = conn.pgconn
         encoding = conn.info.encoding
-        (copy,) = self._q["copy_staging"]
-        (apply,) = self._q["apply_staged"]
-        literals = {key: int(value) for key, value in params.items()}
+        literals: dict[str, Any] = {key: int(value) for key, value in params.items()}
+        if batch.entries is None:
+            (copy,) = self._q["copy_staging"]
+            (apply,) = self._q["apply_staged"]
+        else:
+            (copy,) = self._q["copy_staging_entries"]
+            (apply,) = self._q["apply_staged_entries"]
+            literals.update(batch.entries.literals())
         query = f"{copy};\n{apply % literals}".encode(encoding)
         data = memoryview(_copy_text(batch).encode(encoding))
         self._committing = False
@@ -558,19 +633,37 @@ class Store:
                 self.close()  # perhaps halfway through a COPY: the connection cannot go on
                 raise
         _raise_for(results, encoding)
-        return int(results[-1].get_value(0, 0) or 0)
+        last = results[-1]
+        if batch.entries is None:
+            return batch.received, int(last.get_value(0, 0) or 0)
+        return int(last.get_value(0, 0) or 0), int(last.get_value(0, 1) or 0)
 
-    def _apply_in_transaction(self, batch: Prepared) -> int:
+    def _apply_in_transaction(self, batch: Prepared) -> tuple[int, int]:
         """The multi-statement form: insert, then count, in an explicit transaction.
-        Needed by ``rmw``, whose counting reads the counters before writing them."""
+        Needed by ``rmw``, whose counting reads the counters before writing them. With
+        entries, their identities are recorded first and only the rows of fresh ones go
+        on."""
         conn = self.conn
         conn.isolation_level = self.isolation.psycopg
         self._committing = False
         with conn.transaction():
-            unique = self._insert_unnest(batch)
-            self._count_rmw(batch.received, unique)
+            received, rows = batch.received, batch
+            if batch.entries is not None:
+                entries = batch.entries
+                fresh = {int(r[0]) for r in self._run("fresh_entries", entries.params())}
+                received = sum(entries.events[i - 1] for i in fresh)
+                rows = prepare_rows(
+                    row for row, i in zip(batch.rows, entries.of_row, strict=True) if i in fresh
+                )
+                if batch.received > received:
+                    self._run(
+                        "add_redelivered",
+                        {"events": batch.received - received, "shard": HOT_ROW},
+                    )
+            unique = self._insert_unnest(rows) if rows.rows else 0
+            self._count_rmw(received, unique)
             self._committing = True  # leaving the block sends COMMIT
-        return unique
+        return received, unique
 
     def _insert_unnest(self, batch: Prepared) -> int:
         cur = self.conn.cursor()
@@ -599,8 +692,26 @@ class Store:
     # -- reading and verifying --------------------------------------------------------
 
     def counters(self) -> Counters:
-        received, unique, duplicate = self._one("read_counters")
-        return Counters(int(received), int(unique), int(duplicate))
+        received, unique, duplicate, redelivered = self._one("read_counters")
+        return Counters(int(received), int(unique), int(duplicate), int(redelivered))
+
+    def applied_entries(self, producers: Sequence[int]) -> tuple[int, int]:
+        """How many entries of these producers were applied, and their events (as far as
+        their identities have not been pruned)."""
+        entries, events = self._one("applied_entries", {"producers": list(producers)})
+        return int(entries), int(events)
+
+    def applied_entry_count(self) -> int:
+        """Identities kept in ``applied_entries`` now (what pruning keeps small)."""
+        return int(self._one("applied_entry_count")[0])
+
+    def prune_applied(self, before_ms: int) -> int:
+        """Forget the identities of entries the broker took before ``before_ms``; returns
+        how many. Skips (0) while another connection prunes. Runs at READ COMMITTED."""
+        conn = self.conn
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        with conn.transaction():
+            return self._run("prune_applied", {"before_ms": int(before_ms)}).rowcount
 
     def verify(self, expected_keys: Iterable[tuple[str, str]]) -> Verification:
         """Compare the stored keys with the keys that should be there."""

@@ -25,6 +25,27 @@ CREATE TABLE IF NOT EXISTS event_stats (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
+-- Deliveries recognised as applied before (a broker's redelivery, a publisher's own
+-- retry) and skipped: they are not receipts, so they change no other counter.
+ALTER TABLE event_stats ADD COLUMN IF NOT EXISTS redelivered bigint NOT NULL DEFAULT 0;
+
 INSERT INTO event_stats (shard) VALUES (0) ON CONFLICT DO NOTHING;
+
+-- The identities of the stream entries applied: (producer, seq), written in the
+-- transaction that applies the entry, so that a second delivery of it (a redelivery by
+-- the broker, a publisher's retry of a round whose reply it lost) is recognised and
+-- changes nothing. Pruned below the oldest entry that can still be delivered, less a
+-- window (Store.prune_applied), so it stays small; seen_ms (the entry's time in the
+-- broker) is what pruning goes by, through a BRIN index that costs next to nothing on
+-- insert. events: how many events the entry held (what a lost entry would have lost).
+CREATE TABLE IF NOT EXISTS applied_entries (
+    producer bigint  NOT NULL,
+    seq      bigint  NOT NULL,
+    seen_ms  bigint  NOT NULL,
+    events   integer NOT NULL,
+    CONSTRAINT applied_entries_pkey PRIMARY KEY (producer, seq)
+);
+
+CREATE INDEX IF NOT EXISTS applied_entries_seen ON applied_entries USING brin (seen_ms);
 
 CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);

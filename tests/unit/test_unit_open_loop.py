@@ -10,8 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from harness import experiment
+from harness.delivery import Producer
 from harness.experiment import Experiment, ExperimentError, TrialParams
 from harness.generator import Generator, Workload
 from harness.publisher import Publisher, PublishPlan
@@ -33,11 +35,20 @@ class RecordingBroker:
         self.stalls = stalls or {}
         self.cost_ns = cost_ns
         self.calls: list[tuple[int, list[tuple[bytes, int]], list[int]]] = []
+        self.producer = Producer(1)
+        #: the identities of each call's entries
+        self.ids: list[list[tuple[int, int]]] = []
 
     def publish(
-        self, entries: Sequence[tuple[bytes, int]], *, created_ns: int | Sequence[int] | None = None
+        self,
+        entries: Sequence[tuple[bytes, int]],
+        *,
+        created_ns: int | Sequence[int] | None = None,
+        ids: Sequence[tuple[int, int]] | None = None,
     ) -> int:
         assert isinstance(created_ns, list) and len(created_ns) == len(entries)
+        assert ids is not None and len(ids) == len(entries)
+        self.ids.append(list(ids))
         self.calls.append((self.clock(), list(entries), list(created_ns)))
         self.clock.now_ns += self.cost_ns + self.stalls.get(len(self.calls) - 1, 0)
         return len(entries)
@@ -190,6 +201,28 @@ def test_a_lost_reply_resends_the_round_with_the_same_stamps() -> None:
     assert len(broker.calls) == 7
     assert broker.calls[2][1:] == broker.calls[3][1:]
     assert stats.resent == 1 and stats.events == 6
+    # sent again on purpose as a new receipt: new identities, numbered on
+    assert broker.ids[2] == [(1, 2)] and broker.ids[3] == [(1, 3)]
+    assert [ids[0][1] for ids in broker.ids] == list(range(7))
+    assert (stats.producer, stats.entries_numbered) == (1, 7)
+
+
+def test_a_round_sent_again_after_a_connection_error_keeps_its_identities() -> None:
+    clock = FakeClock(T0)
+
+    class FlakyBroker(RecordingBroker):
+        def publish(self, entries: Sequence[tuple[bytes, int]], **kwargs: Any) -> int:
+            sent = super().publish(entries, **kwargs)
+            if len(self.calls) == 2:  # Redis took the second round; the reply was lost
+                raise redis.ConnectionError("connection reset")
+            return sent
+
+    broker = FlakyBroker(clock)
+    plan = PublishPlan(workload=WORKLOAD, start=0, stop=3, rate=5.0, origin_ns=T0)
+    stats = run(plan, clock, broker)
+    assert [ids[0][1] for ids in broker.ids] == [0, 1, 1, 2]
+    assert (stats.resent_uncertain, stats.resent, stats.events) == (1, 0, 3)
+    assert stats.entries_numbered == 3
 
 
 def test_a_reply_lost_by_time_is_that_of_the_first_round_at_or_after_it() -> None:

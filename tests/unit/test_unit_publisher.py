@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from harness.delivery import Producer
 from harness.experiment import ExperimentError, TrialParams
 from harness.generator import Generator, Workload
 from harness.http_publisher import HttpPublisher
@@ -22,8 +23,11 @@ class _Recorder:
         self.rounds: list[list[tuple[bytes, int]]] = []
         self.encoded_at_send: list[int] = []
         self._encoded = encoded
+        self.producer = Producer()
 
-    def publish(self, entries: list[tuple[bytes, int]], created_ns: int = 0) -> None:
+    def publish(
+        self, entries: list[tuple[bytes, int]], created_ns: int = 0, ids: Any = None
+    ) -> None:
         self.rounds.append(list(entries))
         self.encoded_at_send.append(self._encoded[0])
 

@@ -200,11 +200,11 @@ class Script:
         self.unique = unique
         self.calls: list[Prepared] = []
 
-    def __call__(self, batch: Prepared, shard: int) -> int:
+    def __call__(self, batch: Prepared, shard: int) -> tuple[int, int]:
         self.calls.append(batch)
         if self.errors:
             raise self.errors.pop(0)
-        return batch.distinct if self.unique is None else self.unique
+        return batch.received, batch.distinct if self.unique is None else self.unique
 
 
 def scripted_store(
@@ -296,12 +296,12 @@ def test_a_commit_that_lost_its_connection_is_reported_uncertain(
     store, _, _ = scripted_store(monkeypatch, Script([]), RetryPolicy(max_attempts=3))
     attempts = iter(["at commit", "fine"])
 
-    def apply_once(batch: Prepared, shard: int) -> int:
+    def apply_once(batch: Prepared, shard: int) -> tuple[int, int]:
         if next(attempts) == "at commit":
             store._committing = True
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         store._committing = False
-        return batch.distinct
+        return batch.received, batch.distinct
 
     monkeypatch.setattr(store, "_apply_once", apply_once)
     result = store.apply_batch([ev("t", "1"), ev("t", "2")])
