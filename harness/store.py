@@ -651,7 +651,13 @@ class Store:
             if batch.entries is not None:
                 entries = batch.entries
                 fresh = {int(r[0]) for r in self._run("fresh_entries", entries.params())}
-                received = sum(entries.events[i - 1] for i in fresh)
+                # two copies of one identity in the batch are both fresh positions: their
+                # rows go on (the keys are the same), their events count once
+                first = {
+                    (entries.producers[i - 1], entries.seqs[i - 1]): i
+                    for i in sorted(fresh, reverse=True)
+                }
+                received = sum(entries.events[i - 1] for i in first.values())
                 rows = prepare_rows(
                     row for row, i in zip(batch.rows, entries.of_row, strict=True) if i in fresh
                 )

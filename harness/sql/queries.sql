@@ -87,8 +87,8 @@ COPY staging (topic, event_id, ts, source, payload, entry) FROM STDIN
 
 -- apply_entries_head --
 -- Fragment. The recognition of what was applied before, in the transaction that applies:
--- the batch's entry identities (distinct: the consumer drops a second copy within one
--- batch) are inserted into applied_entries in key order; those that were there already
+-- the batch's entry identities are inserted into applied_entries in key order (a second
+-- copy of one within the batch is a conflict like any other); those that were there already
 -- (a redelivery, a publisher's retry, applied by this or another consumer, before or
 -- concurrently: the unique index decides) come back from nothing, and their rows are
 -- left out. Identities are locked before any event key, in one global order.
