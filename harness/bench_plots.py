@@ -29,9 +29,11 @@ PARTS = {
     "b": "(b) the seed's design",
     "c": "(c) the pipeline",
     "d": "(d) pipeline, batch 1",
+    "e": "(e) entry 1, batch 100",
+    "f": "(f) (e), redeliveries counted",
 }
 #: the parts drawn side by side in each panel of the CPU chart
-CPU_PANELS = (("a", "c"), ("b", "d"))
+CPU_PANELS = (("a", "c"), ("b", "d"), ("e", "f"))
 #: roles in the order they are stacked (idle last, above the busy ones)
 STACK = (*cpu_mod.ROLES, "idle", "steal")
 #: one colour per role, the same in both panels

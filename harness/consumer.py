@@ -61,6 +61,10 @@ class ConsumerConfig:
     #: events to read per XREADGROUP at least: with small batches one read (and one
     #: acknowledgement) serves several transactions, each still its own batch
     prefetch_events: int = 100
+    #: record each applied entry's identity and skip a second delivery of it (the
+    #: default); ``False``: apply and count every delivery, as before recognition (kept
+    #: to measure its cost)
+    recognise: bool = True
     #: fault injection: exit the process, unacknowledged, after this many commits
     crash_after_commits: int | None = None
     #: while the consumer keeps up (its last read was less than a batch), it reads at
@@ -361,16 +365,8 @@ class Consumer:
         if not items:
             return 0
         ids = [delivery.entry_id for delivery, _ in items]
-        batch: list[events.Row] = []
-        entries = Entries([], [], [], [], [])
-        for position, (delivery, evs) in enumerate(items, 1):
-            producer, seq = delivery.identity or _unrecognisable()
-            entries.producers.append(producer)
-            entries.seqs.append(seq)
-            entries.seen_ms.append(delivery.seen_ms)
-            entries.events.append(len(evs))
-            entries.of_row.extend([position] * len(evs))
-            batch.extend(evs)
+        batch = [event for _, evs in items for event in evs]
+        entries = _entries(items) if self.config.recognise else None
         began = self._monotonic()
         try:
             result = self.store.apply_rows(
@@ -438,6 +434,19 @@ class Consumer:
             # Fault injection: die like a killed process would, after the commit and
             # before the acknowledgement. No cleanup, no exception handlers.
             os._exit(17)
+
+
+def _entries(items: list[tuple[Delivery, list[events.Row]]]) -> Entries:
+    """The identities of a batch's entries, for the store to recognise them by."""
+    entries = Entries([], [], [], [], [])
+    for position, (delivery, evs) in enumerate(items, 1):
+        producer, seq = delivery.identity or _unrecognisable()
+        entries.producers.append(producer)
+        entries.seqs.append(seq)
+        entries.seen_ms.append(delivery.seen_ms)
+        entries.events.append(len(evs))
+        entries.of_row.extend([position] * len(evs))
+    return entries
 
 
 def _unrecognisable() -> tuple[int, int]:

@@ -33,6 +33,9 @@ from harness.redis_server import APPENDFSYNC
 from harness.store import CounterStrategy, Isolation
 
 #: Values each categorical axis accepts today; later axes extend these sets.
+#: How consumers treat a second delivery of an entry (:attr:`TrialParams.redelivery`).
+REDELIVERY = ("recognised", "counted")
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "isolation": tuple(i.value for i in Isolation),
     "counter": tuple(c.value for c in CounterStrategy),
@@ -41,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fault": faults.KINDS,
     "appendfsync": APPENDFSYNC,
     "generate": GENERATE,
+    "redelivery": REDELIVERY,
 }
 
 
@@ -101,6 +105,11 @@ class TrialParams:
     linger_ms: float = 0.0
     #: a trial not drained by then fails
     timeout_s: float = 300.0
+    #: ``recognised``: the consumers record each applied entry's identity in its
+    #: transaction and skip a second delivery of it; ``counted``: they do not, and a
+    #: redelivery is applied again and counted as a receipt (the design before it, kept
+    #: to measure what recognising costs: ``bench`` (e) against (f))
+    redelivery: str = "recognised"
     #: when publishers make their events: ``inline``, round by round as they publish, or
     #: ``ahead``, their whole slice before their first send, which is when the clock
     #: starts (the trial then times the pipeline, not the load generator; ``bench`` runs

@@ -33,6 +33,9 @@ class TrialResult:
     lost: int
     unexpected: int
     double_applied: int
+    #: events in deliveries recognised as applied before and skipped (a redelivery after
+    #: a kill, a reclaim or a Redis restart; a publisher's retry with the same
+    #: identities): ``event_stats.redelivered``, counted in the transactions themselves
     redelivered: int
     rejected: int
     elapsed_s: float
@@ -63,11 +66,14 @@ class TrialResult:
     in_flight_at_fault: int = 0
     #: faults that found nothing in flight: the trial tested nothing with them
     faults_missed: int = 0
-    #: events publishers sent again after a reply was lost on purpose
+    #: events publishers sent again as new after a reply was lost on purpose (receipts)
     resent: int = 0
-    #: events whose publish outcome was unknown (a connection error), sent again, stored
+    #: events whose publish outcome was unknown (a connection error), sent again with
+    #: the same identities, stored
     recovered: int = 0
-    #: stream entries a crashed Redis did not bring back from its AOF (redis-restart)
+    #: events Redis confirmed to a publisher that never reached the store: their entries'
+    #: identities are not among the applied ones (redis-restart: an AOF that had not
+    #: synced them)
     broker_lost: int = 0
     #: Ray nodes the trial's publishers and consumers ran on
     nodes: int = 0

@@ -306,6 +306,7 @@ class Runner:
                 entry_size=p.entry_size,
                 claim_idle_ms=p.claim_idle_ms,
                 linger_ms=p.linger_ms,
+                recognise=p.redelivery == "recognised",
                 shard=i,  # used by the sharded counter strategy only
                 origin_ns=origin_ns,
             )
