@@ -508,3 +508,36 @@ def test_with_an_origin_latency_and_commits_are_kept_per_second() -> None:
     assert stats.histogram.get_total_count() == 0  # not kept twice
     assert set(stats.encoded_latencies()) == {0, 1}
     assert stats.snapshot()["committed_by_second"] == {2: 3}
+
+
+def test_pruning_goes_by_the_bound_seen_one_pruning_earlier_less_remember_s() -> None:
+    bounds = iter([100_000, 250_000, 400_000])
+    pruned_below: list[int] = []
+
+    class Broker(FakeBroker):
+        def prune_bound_ms(self) -> int:
+            return next(bounds)
+
+    class Store(FakeStore):
+        def prune_applied(self, before_ms: int) -> int:
+            pruned_below.append(before_ms)
+            return 7
+
+    c = Consumer(
+        Broker(),  # type: ignore[arg-type]
+        Store(),  # type: ignore[arg-type]
+        ConsumerConfig(name="c1", remember_s=60.0),
+    )
+    # the first pruning only notes the bound: a Redis crash could still take back the
+    # acknowledgements it reflects
+    assert c.prune() == 0 and pruned_below == []
+    assert c.prune() == 7 and pruned_below == [100_000 - 60_000]
+    assert c.prune() == 7 and pruned_below == [40_000, 250_000 - 60_000]
+    assert c.stats.pruned == 14
+
+
+def test_remember_s_and_prune_every_s_are_checked() -> None:
+    with pytest.raises(ValueError, match="remember_s"):
+        ConsumerConfig(name="c", remember_s=-1)
+    with pytest.raises(ValueError, match="prune_every_s"):
+        ConsumerConfig(name="c", prune_every_s=0)
