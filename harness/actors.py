@@ -112,6 +112,12 @@ class ConsumerActor:
         self.runner.start(self.consumer.run)
         return str(ray.get_runtime_context().get_node_id())
 
+    def crash_after_next_commit(self) -> None:
+        """Fault injection: this actor's process exits right after its next commit, before
+        the acknowledgement (see :meth:`Consumer.crash_after_next_commit`)."""
+        assert self.consumer is not None
+        self.consumer.crash_after_next_commit()
+
     def progress(self) -> dict[str, Any]:
         assert self.consumer is not None
         return {

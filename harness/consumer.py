@@ -204,6 +204,7 @@ class Consumer:
         self._prune_bound_ms: int | None = None
         #: committed entries whose XACK goes out with the next read (see :meth:`step`)
         self._acks: list[bytes] = []
+        self._crash_armed = False
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; finishes the batch in hand first.
@@ -428,9 +429,14 @@ class Consumer:
             self.stats.rejected += _event_count(delivery)
             return None
 
+    def crash_after_next_commit(self) -> None:
+        """Fault injection: exit the process right after the next commit, before its
+        acknowledgement: the worst moment to die (what it committed comes back)."""
+        self._crash_armed = True
+
     def _maybe_crash(self) -> None:
         limit = self.config.crash_after_commits
-        if limit is not None and self.stats.batches + 1 >= limit:
+        if self._crash_armed or (limit is not None and self.stats.batches + 1 >= limit):
             # Fault injection: die like a killed process would, after the commit and
             # before the acknowledgement. No cleanup, no exception handlers.
             os._exit(17)

@@ -49,6 +49,9 @@ POLL_MAX_S = 0.25
 SAMPLE_S = 1.0
 #: how long a fault waits for work in flight to hit before it lands on nothing
 FIND_S = 1.0
+#: how long a consumer armed to die after its next commit is given to commit one (under
+#: load, milliseconds); one that has not died by then is killed like the others
+CRASH_WAIT_S = 5.0
 #: an open-loop schedule starts this long after the trial's set-up, so that every
 #: publisher is running when the first event falls due
 START_LEAD_NS = 500_000_000
@@ -518,6 +521,11 @@ class Runner:
             # name, so it finds the entries its predecessor held in its pending list.
             index, hit, reports = self._victim(run, reports)
             run.dead_reports.append(reports.get(index, {}))
+            if len(run.in_flight) % 2 == 1:
+                # every other kill lands at the worst moment: right after a commit, before
+                # its acknowledgement, so what it committed is delivered again (and must
+                # be recognised); the others land wherever the victim is
+                _crash_after_next_commit(alive[index])
             ray.kill(alive[index], no_restart=True)
             replacement = run.spares.pop() if run.spares else self._new_actor(ConsumerActor)
             ray.get(replacement.start.remote(run.configs[index], **run.consumer_setup))
@@ -681,3 +689,20 @@ class Runner:
             redis_peak_mb=outcome["redis_peak_mb"] if outcome else math.nan,
             error=error,
         )
+
+
+def _crash_after_next_commit(actor: Any) -> bool:
+    """Arm a consumer actor to exit after its next commit, and wait until it has; ``False``
+    when it had not within :data:`CRASH_WAIT_S` (nothing to commit)."""
+    try:
+        ray.get(actor.crash_after_next_commit.remote())
+    except RayActorError:
+        return True
+    deadline = time.monotonic() + CRASH_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ready.remote(), timeout=1)
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            return True
+        time.sleep(0.005)
+    return False
