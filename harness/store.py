@@ -27,6 +27,11 @@ INSERT_METHODS = ("unnest", "copy")
 #: With insert = "copy", batches of at least this many distinct events go through COPY;
 #: smaller ones are cheaper as arrays in the one statement.
 COPY_FROM = 64
+#: A batch is prepared again without what was applied at most this many times (each
+#: after a 23P01 names an entry applied meanwhile) before its error is raised
+MAX_RECOGNITIONS = 10
+#: how ``ApplyResult.retries`` counts those attempts
+RECOGNISED = "23P01"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 #: the ``event_stats`` row that ``atomic`` and ``rmw`` count on; ``reset()`` recreates it
 HOT_ROW = 0
@@ -113,10 +118,9 @@ class Counters:
 
 @dataclasses.dataclass(frozen=True)
 class Entries:
-    """The stream entries a batch's rows came from: their identities ``(producer, seq)``
-    (distinct), when the broker took each (``seen_ms``), how many events each holds, and
-    for each row of the batch, in order, the position of its entry in these lists
-    (1-based, as SQL's ``WITH ORDINALITY`` counts)."""
+    """The stream entries a batch's rows came from: their identities ``(producer, seq)``,
+    when the broker took each (``seen_ms``), how many events each holds, and for each row
+    of the batch, in order, the position of its entry in these lists (1-based)."""
 
     producers: list[int]
     seqs: list[int]
@@ -124,17 +128,56 @@ class Entries:
     events: list[int]
     of_row: list[int]
 
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    """Entry identities as runs: per producer, contiguous sequence numbers, each run with
+    the latest ``seen_ms`` and the events of its entries (a row of ``applied_ranges``)."""
+
+    producers: list[int]
+    first: list[int]
+    last: list[int]
+    seen_ms: list[int]
+    events: list[int]
+
+    @classmethod
+    def of(cls, entries: Entries, positions: Iterable[int]) -> Runs:
+        """The runs of these entries (0-based positions; distinct identities)."""
+        runs = cls([], [], [], [], [])
+        order = sorted(positions, key=lambda i: (entries.producers[i], entries.seqs[i]))
+        for i in order:
+            producer, seq = entries.producers[i], entries.seqs[i]
+            if runs.producers and runs.producers[-1] == producer and runs.last[-1] == seq - 1:
+                runs.last[-1] = seq
+                runs.seen_ms[-1] = max(runs.seen_ms[-1], entries.seen_ms[i])
+                runs.events[-1] += entries.events[i]
+            else:
+                runs.producers.append(producer)
+                runs.first.append(seq)
+                runs.last.append(seq)
+                runs.seen_ms.append(entries.seen_ms[i])
+                runs.events.append(entries.events[i])
+        return runs
+
     def params(self) -> dict[str, list[int]]:
         return {
-            "producers": self.producers,
-            "seqs": self.seqs,
-            "seen_ms": self.seen_ms,
-            "entry_events": self.events,
+            "run_producers": self.producers,
+            "run_first": self.first,
+            "run_last": self.last,
+            "run_seen_ms": self.seen_ms,
+            "run_events": self.events,
         }
 
     def literals(self) -> dict[str, str]:
         """:meth:`params` as SQL array literals (integers only: nothing to escape)."""
         return {k: "'{" + ",".join(map(str, v)) + "}'" for k, v in self.params().items()}
+
+
+NO_RUNS = Runs([], [], [], [], [])
+
+
+def _inside(ranges: Mapping[int, list[tuple[int, int]]], producer: int, seq: int) -> bool:
+    return any(first <= seq <= last for first, last in ranges.get(producer, ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,9 +193,13 @@ class Prepared:
 
     received: int
     rows: list[Row]
-    #: the entries the rows came from: only the rows of entries not applied before are
-    #: inserted and counted (rows in arrival order then, each naming its entry)
-    entries: Entries | None = None
+    #: the identities of the entries the rows came from, to record with them
+    runs: Runs = NO_RUNS
+    #: events of entries left out as applied before (or repeated within the batch)
+    redelivered: int = 0
+    #: the batch as it came (rows and their entries), to prepare again without what
+    #: turns out to have been applied (see :meth:`Store.apply_prepared`)
+    source: tuple[list[Row], Entries] | None = None
 
     @property
     def distinct(self) -> int:
@@ -190,16 +237,7 @@ def prepare(events: Iterable[Mapping[str, Any]]) -> Prepared:
 
 
 def _copy_text(batch: Prepared) -> str:
-    """The batch in COPY's text format; with entries, each row followed by its entry's
-    position."""
-    if batch.entries is None:
-        return _copy_rows(batch.rows, 5)
-    of_row = map(str, batch.entries.of_row)
-    return _copy_rows([(*row, entry) for row, entry in zip(batch.rows, of_row, strict=True)], 6)
-
-
-def _copy_rows(rows: Sequence[tuple[str, ...]], columns: int) -> str:
-    """Rows of ``columns`` text values in COPY's text format.
+    """The batch in COPY's text format.
 
     Built in bulk: rows are joined with tabs and newlines first and escaped after.
     Backslashes and carriage returns can only come from the values, so escaping the whole
@@ -207,10 +245,10 @@ def _copy_rows(rows: Sequence[tuple[str, ...]], columns: int) -> str:
     would be taken for a separator, which the counts below catch: then each value is
     escaped on its own.
     """
-    n = len(rows)
-    text = "\n".join(map("\t".join, rows))
-    if text.count("\t") != (columns - 1) * n or text.count("\n") != n - 1:
-        return "".join("\t".join(map(_copy_escape, row)) + "\n" for row in rows)
+    n = len(batch.rows)
+    text = "\n".join(map("\t".join, batch.rows))
+    if text.count("\t") != 4 * n or text.count("\n") != n - 1:
+        return "".join("\t".join(map(_copy_escape, row)) + "\n" for row in batch.rows)
     if "\\" in text:
         text = text.replace("\\", "\\\\")
     if "\r" in text:
@@ -446,16 +484,42 @@ class Store:
             self.prepare_batch(rows, entries), shard=shard, before_retry=before_retry
         )
 
-    def prepare_batch(self, rows: Iterable[Row], entries: Entries | None = None) -> Prepared:
+    def prepare_batch(
+        self,
+        rows: Iterable[Row],
+        entries: Entries | None = None,
+        applied: Iterable[tuple[int, int, int]] = (),
+    ) -> Prepared:
         """The batch as :meth:`apply_rows` applies it: as it is for COPY, whose statement
-        keeps the first copy of a key, and with entries, whose statement first drops the
-        rows of entries applied before; through :func:`prepare_rows` for the others."""
+        keeps the first copy of a key; through :func:`prepare_rows` for the others.
+
+        With entries: each identity once (a second copy within the batch is left out, as
+        are entries inside the ``applied`` runs ``(producer, first, last)``), its rows
+        and the runs of identities to record with them."""
         rows = rows if isinstance(rows, list) else list(rows)
-        if entries is not None:
-            if len(entries.of_row) != len(rows):
-                raise ValueError(f"{len(entries.of_row)} entry positions for {len(rows)} rows")
-            return Prepared(len(rows), rows, entries)
-        return Prepared(len(rows), rows) if self._copies(len(rows)) else prepare_rows(rows)
+        if entries is None:
+            return Prepared(len(rows), rows) if self._copies(len(rows)) else prepare_rows(rows)
+        if len(entries.of_row) != len(rows):
+            raise ValueError(f"{len(entries.of_row)} entry positions for {len(rows)} rows")
+        known: dict[int, list[tuple[int, int]]] = {}
+        for producer, first, last in applied:
+            known.setdefault(producer, []).append((first, last))
+        keep, seen, skipped = [], set(), 0
+        for i, identity in enumerate(zip(entries.producers, entries.seqs, strict=True)):
+            if identity in seen or _inside(known, *identity):
+                skipped += entries.events[i]
+            else:
+                seen.add(identity)
+                keep.append(i)
+        if skipped:
+            kept = {i + 1 for i in keep}
+            taken = [row for row, i in zip(rows, entries.of_row, strict=True) if i in kept]
+        else:
+            taken = rows
+        base = Prepared(len(taken), taken) if self._copies(len(taken)) else prepare_rows(taken)
+        return dataclasses.replace(
+            base, runs=Runs.of(entries, keep), redelivered=skipped, source=(rows, entries)
+        )
 
     def _copies(self, rows: int) -> bool:
         """Whether a batch of this many rows goes by COPY (the others go as arrays)."""
@@ -470,10 +534,30 @@ class Store:
         shard: int = 0,
         before_retry: Callable[[], None] | None = None,
     ) -> ApplyResult:
-        """:meth:`apply_batch` for a batch :func:`prepare` has already made."""
-        (received, unique), attempts, retries, uncertain = self._retrying(
-            lambda: self._apply_once(batch, shard), batch.received, before_retry
-        )
+        """:meth:`apply_batch` for a batch :func:`prepare` has already made.
+
+        A batch with entry identities goes as if none had been applied before (the common
+        case, one statement). If one had (a redelivery, a publisher's retry, or another
+        consumer applying it right now), ``applied_ranges`` refuses the statement (23P01,
+        after the other transaction ended); the runs it overlaps are read, the batch is
+        prepared again without their entries, and tried again."""
+        recognitions = 0
+        while True:
+            try:
+                (received, unique), attempts, retries, uncertain = self._retrying(
+                    functools.partial(self._apply_once, batch, shard),
+                    batch.received,
+                    before_retry,
+                )
+                break
+            except psycopg.errors.ExclusionViolation:
+                if batch.source is None or recognitions >= MAX_RECOGNITIONS:
+                    raise
+                recognitions += 1
+                applied = self._run("overlapping_ranges", batch.runs.params()).fetchall()
+                batch = self.prepare_batch(*batch.source, applied=applied)
+        if recognitions:
+            retries = {**retries, RECOGNISED: recognitions}
         return ApplyResult(
             received=received,
             unique=unique,
@@ -481,7 +565,7 @@ class Store:
             attempts=attempts,
             retries=retries,
             uncertain=uncertain,
-            redelivered=batch.received - received,
+            redelivered=batch.redelivered,
         )
 
     def apply_like_the_seed(self, event: Mapping[str, Any]) -> bool:
@@ -563,34 +647,24 @@ class Store:
         self._committing = False
         params: dict[str, Any] = {
             "received": batch.received,
+            "redelivered": batch.redelivered,
             "shard": shard if self.counter is CounterStrategy.SHARDED else HOT_ROW,
         }
         if self._copies(batch.distinct):
             if self._staging_for is not conn:
                 self._run("create_staging")  # in autocommit: a rollback cannot undo it
                 self._staging_for = conn
-            return self._copy_and_apply(conn, batch, params)
+            return batch.received, self._copy_and_apply(conn, batch, params)
         self._committing = True  # from here, a broken connection leaves it unknown
-        if batch.entries is None:
-            row = self._run("apply_unnest", {**params, **batch.columns}).fetchone()
-            assert row is not None
-            return batch.received, int(row[0])
-        columns = [list(c) for c in zip(*batch.rows, strict=True)] or [[] for _ in COLUMNS]
         row = self._run(
-            "apply_unnest_entries",
-            {
-                **params,
-                **dict(zip(COLUMNS, columns, strict=True)),
-                **batch.entries.params(),
-                "row_entries": batch.entries.of_row,
-            },
+            "apply_unnest", {**params, **batch.columns, **batch.runs.params()}
         ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return batch.received, int(row[0])
 
     def _copy_and_apply(
         self, conn: psycopg.Connection[Any], batch: Prepared, params: dict[str, Any]
-    ) -> tuple[int, int]:
+    ) -> int:
         """COPY the batch into the staging table and apply it from there in ONE round trip.
 
         Both statements go as one simple-query string, which PostgreSQL runs as one
@@ -603,15 +677,10 @@ class Store:
         """
         pgconn = conn.pgconn
         encoding = conn.info.encoding
-        literals: dict[str, Any] = {key: int(value) for key, value in params.items()}
-        if batch.entries is None:
-            (copy,) = self._q["copy_staging"]
-            (apply,) = self._q["apply_staged"]
-        else:
-            (copy,) = self._q["copy_staging_entries"]
-            (apply,) = self._q["apply_staged_entries"]
-            literals.update(batch.entries.literals())
-        query = f"{copy};\n{apply % literals}".encode(encoding)
+        (copy,) = self._q["copy_staging"]
+        (apply,) = self._q["apply_staged"]
+        literals = {key: str(int(value)) for key, value in params.items()}
+        query = f"{copy};\n{apply % (literals | batch.runs.literals())}".encode(encoding)
         data = memoryview(_copy_text(batch).encode(encoding))
         self._committing = False
         with conn.lock:
@@ -633,43 +702,24 @@ class Store:
                 self.close()  # perhaps halfway through a COPY: the connection cannot go on
                 raise
         _raise_for(results, encoding)
-        last = results[-1]
-        if batch.entries is None:
-            return batch.received, int(last.get_value(0, 0) or 0)
-        return int(last.get_value(0, 0) or 0), int(last.get_value(0, 1) or 0)
+        return int(results[-1].get_value(0, 0) or 0)
 
     def _apply_in_transaction(self, batch: Prepared) -> tuple[int, int]:
         """The multi-statement form: insert, then count, in an explicit transaction.
-        Needed by ``rmw``, whose counting reads the counters before writing them. With
-        entries, their identities are recorded first and only the rows of fresh ones go
-        on."""
+        Needed by ``rmw``, whose counting reads the counters before writing them. The
+        batch's entry identities are recorded first."""
         conn = self.conn
         conn.isolation_level = self.isolation.psycopg
         self._committing = False
         with conn.transaction():
-            received, rows = batch.received, batch
-            if batch.entries is not None:
-                entries = batch.entries
-                fresh = {int(r[0]) for r in self._run("fresh_entries", entries.params())}
-                # two copies of one identity in the batch are both fresh positions: their
-                # rows go on (the keys are the same), their events count once
-                first = {
-                    (entries.producers[i - 1], entries.seqs[i - 1]): i
-                    for i in sorted(fresh, reverse=True)
-                }
-                received = sum(entries.events[i - 1] for i in first.values())
-                rows = prepare_rows(
-                    row for row, i in zip(batch.rows, entries.of_row, strict=True) if i in fresh
-                )
-                if batch.received > received:
-                    self._run(
-                        "add_redelivered",
-                        {"events": batch.received - received, "shard": HOT_ROW},
-                    )
-            unique = self._insert_unnest(rows) if rows.rows else 0
-            self._count_rmw(received, unique)
+            if batch.runs.producers:
+                self._run("record_ranges", batch.runs.params())
+            if batch.redelivered:
+                self._run("add_redelivered", {"redelivered": batch.redelivered, "shard": HOT_ROW})
+            unique = self._insert_unnest(batch) if batch.rows else 0
+            self._count_rmw(batch.received, unique)
             self._committing = True  # leaving the block sends COMMIT
-        return received, unique
+        return batch.received, unique
 
     def _insert_unnest(self, batch: Prepared) -> int:
         cur = self.conn.cursor()
@@ -708,16 +758,17 @@ class Store:
         return int(entries), int(events)
 
     def applied_entry_count(self) -> int:
-        """Identities kept in ``applied_entries`` now (what pruning keeps small)."""
+        """Identities remembered in ``applied_ranges`` now (what pruning keeps small)."""
         return int(self._one("applied_entry_count")[0])
 
     def prune_applied(self, before_ms: int) -> int:
-        """Forget the identities of entries the broker took before ``before_ms``; returns
-        how many. Skips (0) while another connection prunes. Runs at READ COMMITTED."""
+        """Forget the runs of identities whose entries the broker took, all of them, before
+        ``before_ms``; returns how many entries. Skips (0) while another connection
+        prunes. Runs at READ COMMITTED."""
         conn = self.conn
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         with conn.transaction():
-            return self._run("prune_applied", {"before_ms": int(before_ms)}).rowcount
+            return int(self._one("prune_applied", {"before_ms": int(before_ms)})[0])
 
     def verify(self, expected_keys: Iterable[tuple[str, str]]) -> Verification:
         """Compare the stored keys with the keys that should be there."""

@@ -15,7 +15,7 @@ ON CONFLICT (topic, event_id) DO NOTHING
 -- truncation at each commit (and a rollback takes the rows with it): a DELETE would leave
 -- dead rows that nothing vacuums in a temporary table, and every batch would scan more.
 CREATE TEMPORARY TABLE IF NOT EXISTS staging (
-    topic text, event_id text, ts text, source text, payload text, entry integer
+    topic text, event_id text, ts text, source text, payload text
 ) ON COMMIT DELETE ROWS
 
 -- copy_staging --
@@ -40,8 +40,11 @@ COPY staging (topic, event_id, ts, source, payload) FROM STDIN
 {apply_count}
 
 -- apply_from --
--- Fragment: the head of the apply statements, up to the rows' source.
-WITH inserted AS (
+-- Fragment: the head of the apply statements, up to the rows' source: the batch's entry
+-- identities are recorded first (nothing when it has none).
+WITH ranges AS (
+    {insert_ranges}
+), inserted AS (
     INSERT INTO processed_events (topic, event_id, ts, source, payload)
     SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
 
@@ -52,115 +55,63 @@ WITH inserted AS (
 ), new AS (
     SELECT count(*)::bigint AS n FROM inserted
 )
-INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped)
-SELECT %(shard)s, %(received)s, new.n, %(received)s - new.n FROM new
+INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped,
+                              redelivered)
+SELECT %(shard)s, %(received)s, new.n, %(received)s - new.n, %(redelivered)s FROM new
 ON CONFLICT (shard) DO UPDATE
 SET received = s.received + excluded.received,
     unique_processed = s.unique_processed + excluded.unique_processed,
     duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
+    redelivered = s.redelivered + excluded.redelivered,
     updated_at = now()
 RETURNING (SELECT n FROM new)
 
--- copy_staging_entries --
--- The COPY path with entry identities: each row also names its entry (see apply_entries_head).
-COPY staging (topic, event_id, ts, source, payload, entry) FROM STDIN
+-- insert_ranges --
+-- Fragment: the batch's runs of entry identities (see applied_ranges in schema.sql), as
+-- five parallel arrays (empty when the batch has no identities). An entry applied before
+-- makes the whole statement fail with 23P01; the store then leaves it out and tries again.
+INSERT INTO applied_ranges (producer, first_seq, last_seq, seen_ms, events)
+SELECT * FROM unnest(%(run_producers)s::bigint[], %(run_first)s::bigint[],
+                     %(run_last)s::bigint[], %(run_seen_ms)s::bigint[],
+                     %(run_events)s::integer[])
 
--- apply_staged_entries --
--- apply_staged for a batch of identified stream entries: only the rows of entries not
--- applied before are inserted and counted (see apply_entries_head).
-{apply_entries_head}
-    FROM staging
-    WHERE entry IN (SELECT entry FROM taken)
-    ORDER BY topic COLLATE "C", event_id COLLATE "C", ctid
-{apply_entries_tail}
-
--- apply_unnest_entries --
--- apply_unnest for a batch of identified stream entries; rows in arrival order, each
--- naming its entry, with their position for "the first copy wins".
-{apply_entries_head}
-    FROM unnest(%(topics)s::text[], %(event_ids)s::text[], %(timestamps)s::text[],
-                %(sources)s::text[], %(payloads)s::text[], %(row_entries)s::integer[])
-        WITH ORDINALITY AS t(topic, event_id, ts, source, payload, entry, pos)
-    WHERE entry IN (SELECT entry FROM taken)
-    ORDER BY topic COLLATE "C", event_id COLLATE "C", pos
-{apply_entries_tail}
-
--- apply_entries_head --
--- Fragment. The recognition of what was applied before, in the transaction that applies:
--- the batch's entry identities are inserted into applied_entries in key order (a second
--- copy of one within the batch is a conflict like any other); those that were there already
--- (a redelivery, a publisher's retry, applied by this or another consumer, before or
--- concurrently: the unique index decides) come back from nothing, and their rows are
--- left out. Identities are locked before any event key, in one global order.
-{identify_entries}, taken AS (
-    SELECT b.entry FROM batch_entries b JOIN fresh f USING (producer, seq)
-), inserted AS (
-    INSERT INTO processed_events (topic, event_id, ts, source, payload)
-    SELECT topic, event_id, ts::timestamptz, source, payload::jsonb
-
--- apply_entries_tail --
--- Fragment: counts the receipts (the events of fresh entries), the new rows among them,
--- and the events recognised and skipped, on one counter row; returns the first two.
-    ON CONFLICT (topic, event_id) DO NOTHING
-    RETURNING 1
-), counts AS (
-    SELECT (SELECT coalesce(sum(events), 0) FROM fresh)::bigint AS received,
-           (SELECT count(*) FROM inserted)::bigint AS new,
-           (SELECT coalesce(sum(events), 0) FROM batch_entries)::bigint AS delivered
-), counted AS (
-    INSERT INTO event_stats AS s (shard, received, unique_processed, duplicate_dropped,
-                                  redelivered)
-    SELECT %(shard)s, received, new, received - new, delivered - received FROM counts
-    ON CONFLICT (shard) DO UPDATE
-    SET received = s.received + excluded.received,
-        unique_processed = s.unique_processed + excluded.unique_processed,
-        duplicate_dropped = s.duplicate_dropped + excluded.duplicate_dropped,
-        redelivered = s.redelivered + excluded.redelivered,
-        updated_at = now()
-)
-SELECT received, new FROM counts
-
--- fresh_entries --
--- The rmw strategy's first step with identities: record them, and return which of the
--- batch's entries (their positions, 1-based) were not applied before.
-{identify_entries}
-SELECT b.entry FROM batch_entries b JOIN fresh f USING (producer, seq)
-
--- identify_entries --
--- Fragment: the batch's entries (identity, time in the broker, events, position), and
--- those of them whose identity was not in applied_entries yet, now recorded there.
-WITH batch_entries AS (
-    SELECT *
-    FROM unnest(%(producers)s::bigint[], %(seqs)s::bigint[], %(seen_ms)s::bigint[],
-                %(entry_events)s::integer[])
-        WITH ORDINALITY AS e(producer, seq, seen_ms, events, entry)
-), fresh AS (
-    INSERT INTO applied_entries (producer, seq, seen_ms, events)
-    SELECT producer, seq, seen_ms, events FROM batch_entries ORDER BY producer, seq
-    ON CONFLICT (producer, seq) DO NOTHING
-    RETURNING producer, seq, events
-)
+-- record_ranges --
+-- The rmw strategy's first step: record the runs (apply_from does it in its statement).
+{insert_ranges}
 
 -- add_redelivered --
-UPDATE event_stats SET redelivered = redelivered + %(events)s, updated_at = now()
+UPDATE event_stats SET redelivered = redelivered + %(redelivered)s, updated_at = now()
 WHERE shard = %(shard)s
 
+-- overlapping_ranges --
+-- The applied runs that overlap these (after a 23P01): what of the batch was applied.
+SELECT a.producer, a.first_seq, a.last_seq
+FROM applied_ranges a
+JOIN unnest(%(run_producers)s::bigint[], %(run_first)s::bigint[], %(run_last)s::bigint[])
+    AS r(producer, first_seq, last_seq)
+  ON a.span && numrange(r.producer::numeric * 9223372036854775808 + r.first_seq,
+                        r.producer::numeric * 9223372036854775808 + r.last_seq, '[]')
+
 -- prune_applied --
--- Forget identities of entries that can no longer come back. One consumer at a time (the
--- others skip), at READ COMMITTED whatever the trial's level: a SERIALIZABLE scan would
--- take a predicate lock on the whole table and fail every concurrent apply.
-DELETE FROM applied_entries
-WHERE seen_ms < %(before_ms)s
-  AND (SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.applied_entries')))
+-- Forget the runs of entries that can no longer come back; returns how many entries.
+-- One consumer at a time (the others skip), at READ COMMITTED whatever the trial's level.
+WITH gone AS (
+    DELETE FROM applied_ranges
+    WHERE seen_ms < %(before_ms)s
+      AND (SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.applied_ranges')))
+    RETURNING last_seq - first_seq + 1 AS entries
+)
+SELECT coalesce(sum(entries), 0)::bigint FROM gone
 
 -- applied_entries --
 -- What was applied of these producers' entries: entries and their events.
-SELECT count(*)::bigint AS entries, coalesce(sum(events), 0)::bigint AS events
-FROM applied_entries
+SELECT coalesce(sum(last_seq - first_seq + 1), 0)::bigint AS entries,
+       coalesce(sum(events), 0)::bigint AS events
+FROM applied_ranges
 WHERE producer = ANY(%(producers)s::bigint[])
 
 -- applied_entry_count --
-SELECT count(*)::bigint FROM applied_entries
+SELECT coalesce(sum(last_seq - first_seq + 1), 0)::bigint FROM applied_ranges
 
 -- unnest_batch --
 -- Fragment: a prepared batch passed as five parallel arrays.
@@ -212,7 +163,7 @@ FROM event_stats
 -- reset --
 -- Deletes the shard rows rather than zeroing them: "sharded" recreates its own on first
 -- use, and row 0, which "atomic" and "rmw" count on, is put back.
-TRUNCATE processed_events, applied_entries;
+TRUNCATE processed_events, applied_ranges;
 DELETE FROM event_stats;
 INSERT INTO event_stats (shard) VALUES (0)
 

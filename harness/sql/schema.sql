@@ -31,21 +31,30 @@ ALTER TABLE event_stats ADD COLUMN IF NOT EXISTS redelivered bigint NOT NULL DEF
 
 INSERT INTO event_stats (shard) VALUES (0) ON CONFLICT DO NOTHING;
 
--- The identities of the stream entries applied: (producer, seq), written in the
--- transaction that applies the entry, so that a second delivery of it (a redelivery by
--- the broker, a publisher's retry of a round whose reply it lost) is recognised and
--- changes nothing. Pruned below the oldest entry that can still be delivered, less a
--- window (Store.prune_applied), so it stays small; seen_ms (the entry's time in the
--- broker) is what pruning goes by, through a BRIN index that costs next to nothing on
--- insert. events: how many events the entry held (what a lost entry would have lost).
-CREATE TABLE IF NOT EXISTS applied_entries (
-    producer bigint  NOT NULL,
-    seq      bigint  NOT NULL,
-    seen_ms  bigint  NOT NULL,
-    events   integer NOT NULL,
-    CONSTRAINT applied_entries_pkey PRIMARY KEY (producer, seq)
+-- The identities of the stream entries applied, (producer, seq), as runs: one row per
+-- producer's contiguous sequence numbers in a batch (a batch of 100 entries from one
+-- publisher is one row, not 100), written in the transaction that applies them, so that
+-- a second delivery of an entry (a broker's redelivery, a publisher's retry of a round
+-- whose reply it lost) is recognised and changes nothing. No two runs may overlap: the
+-- exclusion constraint makes a transaction that would apply an entry already applied
+-- (or being applied, concurrently: it waits for the other to end) fail with 23P01, and
+-- the store then leaves out what was applied and tries again. span places each
+-- producer's numbers on one line (producer × 2⁶³ + seq), which a built-in range type and
+-- GiST can index without an extension. Pruned below the oldest entry that can still be
+-- delivered, less a window (Store.prune_applied): seen_ms is the latest time in the
+-- broker of the run's entries; events, how many events they held.
+CREATE TABLE IF NOT EXISTS applied_ranges (
+    producer  bigint  NOT NULL,
+    first_seq bigint  NOT NULL,
+    last_seq  bigint  NOT NULL,
+    seen_ms   bigint  NOT NULL,
+    events    integer NOT NULL,
+    span      numrange GENERATED ALWAYS AS (
+        numrange(producer::numeric * 9223372036854775808 + first_seq,
+                 producer::numeric * 9223372036854775808 + last_seq, '[]')
+    ) STORED,
+    CONSTRAINT applied_ranges_ordered CHECK (first_seq <= last_seq),
+    CONSTRAINT applied_ranges_disjoint EXCLUDE USING gist (span WITH &&)
 );
-
-CREATE INDEX IF NOT EXISTS applied_entries_seen ON applied_entries USING brin (seen_ms);
 
 CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);

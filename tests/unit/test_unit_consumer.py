@@ -84,7 +84,7 @@ class FakeStore:
         self.batches: list[list[dict[str, Any]]] = []
         self.fail = fail
         self.retries = retries
-        #: identities applied, as the real store's applied_entries holds them
+        #: identities applied, as the real store's applied_ranges holds them
         self.applied: set[tuple[int, int]] = set()
 
     def apply_rows(

@@ -18,6 +18,10 @@ from .conftest import NetworkBlocked
 DSN = "postgresql://nobody:secret@192.0.2.1:5432/none"  # TEST-NET-1: never routed
 
 
+def ev_row(topic: str, event_id: str) -> tuple[str, str, str, str, str]:
+    return (topic, event_id, "2025-12-17T00:00:00Z", "s", "{}")
+
+
 def ev(topic: str, event_id: str, **extra: Any) -> dict[str, Any]:
     return {
         "topic": topic,
@@ -313,3 +317,43 @@ def test_a_failure_before_commit_is_not_uncertain(monkeypatch: pytest.MonkeyPatc
     script = Script([psycopg.OperationalError("server closed the connection")])
     store, _, _ = scripted_store(monkeypatch, script, RetryPolicy(max_attempts=3))
     assert store.apply_batch([ev("t", "1")]).uncertain == 0
+
+
+def test_runs_merge_each_producers_contiguous_numbers_whatever_the_order() -> None:
+    from harness.store import Entries, Runs
+
+    entries = Entries(
+        producers=[7, 7, 9, 7, 7, 9],
+        seqs=[3, 1, 0, 2, 5, 1],
+        seen_ms=[10, 11, 12, 13, 14, 15],
+        events=[1, 2, 1, 1, 4, 2],
+        of_row=[],
+    )
+    runs = Runs.of(entries, range(6))
+    # producer 7: 1–3 (one run), 5 alone; producer 9: 0–1
+    assert list(zip(runs.producers, runs.first, runs.last, strict=True)) == [
+        (7, 1, 3),
+        (7, 5, 5),
+        (9, 0, 1),
+    ]
+    assert runs.seen_ms == [13, 14, 15] and runs.events == [4, 4, 3]
+    assert runs.literals()["run_first"] == "'{1,5,0}'"
+
+
+def test_a_batch_is_prepared_without_repeated_or_applied_entries() -> None:
+    from harness.store import Entries
+
+    store = Store(DSN, insert="unnest")
+    rows = [ev_row("t", str(i)) for i in range(5)]
+    # entries: (1, 0) rows 0–1; (1, 1) row 2; (1, 0) again row 3; (1, 2) row 4
+    entries = Entries([1, 1, 1, 1], [0, 1, 0, 2], [5, 5, 6, 6], [2, 1, 1, 1], [1, 1, 2, 3, 4])
+    batch = store.prepare_batch(rows, entries)
+    assert (batch.received, batch.redelivered) == (4, 1)
+    assert sorted(r[1] for r in batch.rows) == ["0", "1", "2", "4"]
+    assert (batch.runs.first, batch.runs.last, batch.runs.events) == ([0], [2], [4])
+    # after a 23P01 the store learns that (1, 1) had been applied: it goes too
+    again = store.prepare_batch(rows, entries, applied=[(1, 1, 1)])
+    assert (again.received, again.redelivered) == (3, 2)
+    assert (again.runs.first, again.runs.last) == ([0, 2], [0, 2])
+    with pytest.raises(ValueError, match="entry positions"):
+        store.prepare_batch(rows[:2], entries)
