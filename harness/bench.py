@@ -99,7 +99,7 @@ class BenchConfig:
             self,
             events=20_000,
             seed_events=2_000,
-            entry_events=10_000,
+            entry_events=5_000,
             repeat=1,
             warmup=False,
         )
