@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from harness import __version__, environment, experiment, services
+from harness import __version__, environment, experiment, service_bench_cli, services
 from harness.config import Settings
 
 EXIT_OK, EXIT_FAILED_TRIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
     _connection_flags(bench)
 
+    service_bench = sub.add_parser(
+        "service-bench",
+        help="the seed's k6 load against a bare endpoint and against `serve`, in one run",
+    )
+    service_bench_cli.arguments(service_bench)
+
     plot = sub.add_parser("plot", help="redraw a run's charts into RUN/plots/")
     plot.add_argument(
         "run", help="a run folder, e.g. results/smoke/20261125T160046Z (or a bench run's)"
@@ -235,13 +241,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _serve(args, console)
         if args.command == "bench":
             return _bench(args, console)
+        if args.command == "service-bench":
+            return service_bench_cli.main(args, console)
         if args.command == "plot":
-            from harness import bench_plots, charts
+            from harness import bench_plots, charts, service_bench_plots
 
             run = Path(args.run)
-            drawn = (
-                bench_plots.write(run) if (run / "bench.json").exists() else charts.plot_run(run)
-            )
+            if (run / "bench.json").exists():
+                drawn = bench_plots.write(run)
+            elif (run / service_bench_cli.RESULTS).exists():
+                drawn = service_bench_plots.write(run)
+            else:
+                drawn = charts.plot_run(run)
             for path in drawn:
                 console.print(str(path))
             return EXIT_OK
