@@ -15,22 +15,20 @@ fields, the records a consumer gets and the protocol both brokers follow are in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from harness.delivery import (
-    FIELD_COUNT,
-    FIELD_CREATED_NS,
-    FIELD_EVENTS,
-    FIELD_PRODUCER,
-    FIELD_SEQ,
     Backlog,
     Broker,
     Delivery,
     Producer,
     connect,
+    entry_fields,
     identities,
     kill_clients,
     stamps,
@@ -104,16 +102,7 @@ class StreamBroker:
         for (payload, count), stamp, (producer, seq) in zip(
             entries, stamps(created_ns, n), identities(self.producer, ids, n), strict=True
         ):
-            pipe.xadd(
-                self.keys.stream,
-                {
-                    FIELD_EVENTS: payload,
-                    FIELD_COUNT: str(count).encode(),
-                    FIELD_CREATED_NS: stamp,
-                    FIELD_PRODUCER: str(producer).encode(),
-                    FIELD_SEQ: str(seq).encode(),
-                },
-            )
+            pipe.xadd(self.keys.stream, entry_fields(payload, count, stamp, (producer, seq)))
         pipe.execute()
         return n
 
@@ -212,8 +201,11 @@ class StreamBroker:
 
     # -- dead letters -----------------------------------------------------------------
 
-    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
-        """Keep an entry that cannot be applied, with why, and acknowledge it."""
+    def dead_letter(
+        self, delivery: Delivery, reason: str, *, consumer: str, ack: bool = True
+    ) -> None:
+        """Keep an entry that cannot be applied, with why, and acknowledge it (unless not
+        ``ack``: some of its events are still to be applied)."""
         pipe = self.client.pipeline(transaction=True)
         record: dict[Any, Any] = {
             **delivery.fields,
@@ -222,7 +214,8 @@ class StreamBroker:
             b"consumer": consumer.encode(),
         }
         pipe.xadd(self.keys.dead_letter, record)
-        pipe.xack(self.keys.stream, self.keys.group, delivery.entry_id)
+        if ack:
+            pipe.xack(self.keys.stream, self.keys.group, delivery.entry_id)
         pipe.execute()
 
     def dead_letter_count(self) -> int:
@@ -292,3 +285,76 @@ class StreamBroker:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class AsyncPublisher:
+    """Publishing to the events stream from an event loop (the HTTP service).
+
+    Requests that arrive together share a round trip: each :meth:`publish` queues its
+    entry and waits; the entries queued meanwhile go as one pipeline of XADDs, at most
+    ``in_flight`` pipelines at a time, and each waiter learns its own entry's fate.
+    One request alone goes at once; under load, while pipelines are out, the queue
+    fills and the next one carries it all (group commit, for Redis). The fields and
+    identities are those of :meth:`StreamBroker.publish`."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: Keys,
+        producer: Producer | None = None,
+        *,
+        in_flight: int = 2,
+    ) -> None:
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be ≥ 1, got {in_flight}")
+        self.client = client
+        self.keys = keys
+        self.producer = producer or Producer()
+        self.in_flight = in_flight
+        self._queue: list[tuple[dict[Any, Any], asyncio.Future[None]]] = []
+        self._sending = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: pipelines sent, and entries in them (their ratio: entries per round trip)
+        self.round_trips = 0
+        self.entries = 0
+
+    async def publish(self, events: bytes, count: int, *, created_ns: int | None = None) -> None:
+        """XADD one entry of ``count`` events (their JSON array) under a new identity;
+        returns once Redis has it, raises what Redis said otherwise."""
+        (stamp,) = stamps(created_ns, 1)
+        (identity,) = self.producer.take(1)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((entry_fields(events, count, stamp, identity), done))
+        if self._sending < self.in_flight:
+            self._send_queued()
+        await done
+
+    def _send_queued(self) -> None:
+        batch, self._queue = self._queue, []
+        self._sending += 1
+        task = asyncio.create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[dict[Any, Any], asyncio.Future[None]]]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for fields, _ in batch:
+                pipe.xadd(self.keys.stream, fields)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except Exception as exc:  # the round trip failed: so did every entry in it
+                results = [exc] * len(batch)
+            self.round_trips += 1
+            self.entries += len(batch)
+            for (_, done), result in zip(batch, results, strict=True):
+                if done.done():  # its request was cancelled
+                    continue
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(None)
+        finally:
+            self._sending -= 1
+            if self._queue and self._sending < self.in_flight:
+                self._send_queued()

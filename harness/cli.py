@@ -121,9 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (8080)")
     serve.add_argument(
-        "--consumers", type=int, default=2, help="background consumer threads (2; 0: ingress only)"
+        "--consumers",
+        type=int,
+        default=2,
+        help="consumer processes storing to PostgreSQL (2; 0: ingress only)",
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="HTTP worker processes on the one port (1)"
     )
     serve.add_argument("--batch-size", type=int, default=100, help="events per transaction")
+    serve.add_argument(
+        "--linger-ms",
+        type=float,
+        default=20.0,
+        help="a consumer that keeps up waits this long between reads, to fill its batch (20)",
+    )
     serve.add_argument("--isolation", default="read_committed", help="transaction isolation level")
     serve.add_argument(
         "--name",
@@ -131,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="consumer name prefix; keep it across restarts (aggregator)",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    # fault injection for the tests: a consumer process dies right after N commits
+    serve.add_argument("--crash-after-commits", type=int, help=argparse.SUPPRESS)
     _connection_flags(serve, ray=False)
 
     pub = sub.add_parser(
@@ -518,9 +532,8 @@ def _dlq(args: argparse.Namespace, console: Console) -> int:
 
 
 def _serve(args: argparse.Namespace, console: Console) -> int:
-    import uvicorn
-
-    from harness.service import ServiceConfig, create_app
+    from harness.serve import serve
+    from harness.service import ServiceConfig
     from harness.store import Isolation
 
     settings = _settings(args)
@@ -529,6 +542,9 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
             host=args.host,
             port=args.port,
             consumers=args.consumers,
+            workers=args.workers,
+            linger_ms=args.linger_ms,
+            crash_after_commits=args.crash_after_commits,
             batch_size=args.batch_size,
             isolation=Isolation.parse(args.isolation).value,
             name=args.name,
@@ -536,18 +552,14 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     settings, _ = _services(args, settings, console)
+    plural = "es" if config.consumers != 1 else ""
     console.print(
-        f"serving on http://{config.host}:{config.port} (API docs at /docs) with "
-        f"{config.consumers} consumer{'s' if config.consumers != 1 else ''}; PostgreSQL schema "
+        f"serving on http://{config.host}:{config.port} (API docs at /docs): "
+        f"{config.workers} HTTP worker{'s' if config.workers != 1 else ''}, "
+        f"{config.consumers} consumer process{plural}; PostgreSQL schema "
         f"{settings.pg_schema!r}, Redis prefix {settings.key_prefix!r}. Ctrl-C stops."
     )
-    uvicorn.run(
-        create_app(settings, config),
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        access_log=args.access_log,
-    )
+    serve(settings, config, access_log=args.access_log)
     return EXIT_OK
 
 

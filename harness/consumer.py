@@ -387,6 +387,9 @@ class Consumer:
             # Not transient: something in the batch is refused by PostgreSQL itself.
             if len(items) == 1:
                 delivery, evs = items[0]
+                refused = self._refused_rows(evs) if len(evs) > 1 else {}
+                if refused and len(refused) < len(evs):
+                    return self._apply_without(delivery, evs, refused, committed)
                 reason = f"PostgreSQL refused it ({exc.sqlstate}): {str(exc).strip()[:300]}"
                 self.broker.dead_letter(delivery, reason, consumer=self.config.name)
                 self.stats.rejected += len(evs)
@@ -397,8 +400,7 @@ class Consumer:
             )
         committed_ns = self._clock_ns()
         self._maybe_crash()
-        if self._on_commit is not None:
-            self._on_commit(self._monotonic() - began, result.received)
+        seconds = self._monotonic() - began if self._on_commit is not None else 0.0
         self.stats.batches += 1
         self.stats.last_commit_ns = committed_ns
         self.stats.received += result.received
@@ -407,6 +409,8 @@ class Consumer:
         self.stats.retries.update(result.retries)
         self.stats.redelivered += result.redelivered
         self.stats.uncertain += result.uncertain
+        if self._on_commit is not None:  # after the stats: it may read them
+            self._on_commit(seconds, result.received)
         origin = self.config.origin_ns
         if origin:
             self.stats.committed_by_second[steady.second_of(committed_ns, origin)] += (
@@ -419,6 +423,53 @@ class Consumer:
                 self.stats.record_latency(origin, created, micros, len(evs))
         committed.extend(ids)
         return len(batch)
+
+    def _refused_rows(self, rows: list[events.Row]) -> dict[int, psycopg.DatabaseError]:
+        """The rows of an entry PostgreSQL refuses, by position, found by halving: each
+        half is tried in a transaction rolled back (log2(n) tries a refused row)."""
+        refused: dict[int, psycopg.DatabaseError] = {}
+
+        def search(lo: int, hi: int) -> None:
+            error = self.store.refusal(rows[lo:hi])
+            if error is None:
+                return
+            if hi - lo == 1:
+                refused[lo] = error
+                return
+            mid = (lo + hi) // 2
+            search(lo, mid)
+            search(mid, hi)
+
+        search(0, len(rows))
+        return refused
+
+    def _apply_without(
+        self,
+        delivery: Delivery,
+        rows: list[events.Row],
+        refused: dict[int, psycopg.DatabaseError],
+        committed: list[bytes],
+    ) -> int:
+        """Dead-letter the ``refused`` events of an entry, then apply the rest of it.
+
+        The refused ones go first, without acknowledging the entry: a crash between the
+        two leaves the entry pending, so the rest is never lost (the refused events are
+        then dead-lettered a second time)."""
+        bad = [rows[i] for i in sorted(refused)]
+        first = refused[min(refused)]
+        reason = (
+            f"PostgreSQL refused {len(bad)} of the entry's {len(rows)} events "
+            f"({first.sqlstate}): {str(first).strip()[:300]}"
+        )
+        self.broker.dead_letter(
+            delivery.with_events(events.encode_rows(bad), len(bad)),
+            reason,
+            consumer=self.config.name,
+            ack=False,
+        )
+        self.stats.rejected += len(bad)
+        kept = [row for i, row in enumerate(rows) if i not in refused]
+        return self._apply_decoded([(delivery, kept)], committed)
 
     def _decode(self, delivery: Delivery) -> list[events.Row] | None:
         """The entry's events, validated; an entry that is not is dead-lettered whole."""

@@ -79,6 +79,11 @@ class Delivery:
     def payload(self) -> bytes:
         return self.fields.get(FIELD_EVENTS, b"")
 
+    def with_events(self, events: bytes, count: int) -> Delivery:
+        """This delivery carrying other events (some of its own, to dead-letter)."""
+        fields = {**self.fields, FIELD_EVENTS: events, FIELD_COUNT: str(count).encode()}
+        return dataclasses.replace(self, fields=fields)
+
     @property
     def seen_ms(self) -> int:
         """When the broker took the entry (ms): a stream entry id's time; for the list
@@ -156,6 +161,21 @@ def stamps(created_ns: int | Sequence[int] | None, n: int) -> list[bytes]:
     return [str(t).encode() for t in created_ns]
 
 
+def entry_fields(
+    events: bytes, count: int, stamp: bytes, identity: tuple[int, int]
+) -> dict[Any, Any]:
+    """A stream entry's fields: its events (a JSON array of ``count``), when they were
+    made (``FIELD_CREATED_NS``) and its identity ``(producer, seq)``."""
+    producer, seq = identity
+    return {
+        FIELD_EVENTS: events,
+        FIELD_COUNT: str(count).encode(),
+        FIELD_CREATED_NS: stamp,
+        FIELD_PRODUCER: str(producer).encode(),
+        FIELD_SEQ: str(seq).encode(),
+    }
+
+
 def kill_clients(client: redis.Redis, name_prefix: str) -> int:
     """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""
     killed = 0
@@ -195,7 +215,9 @@ class Broker(Protocol):
     def ack(self, entry_ids: Sequence[bytes]) -> int: ...
     def prune_bound_ms(self) -> int: ...
     def trim(self) -> int: ...
-    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None: ...
+    def dead_letter(
+        self, delivery: Delivery, reason: str, *, consumer: str, ack: bool = True
+    ) -> None: ...
     def dead_letter_count(self) -> int: ...
     def backlog(self) -> Backlog: ...
     def stream_length(self) -> int: ...

@@ -157,6 +157,16 @@ def encode_many(events: Iterable[Mapping[str, Any]]) -> bytes:
     return orjson.dumps(list(events))
 
 
+def encode_rows(rows: Iterable[Row]) -> bytes:
+    """Rows back in the wire form: one JSON array of events."""
+    return orjson.dumps(
+        [
+            {"topic": t, "event_id": e, "timestamp": ts, "source": src, "payload": orjson.loads(p)}
+            for t, e, ts, src, p in rows
+        ]
+    )
+
+
 class _WireEvent(msgspec.Struct, gc=False):
     """An event as a stream entry carries it, decoded and length-checked in C."""
 
@@ -168,6 +178,7 @@ class _WireEvent(msgspec.Struct, gc=False):
 
 
 _ENTRY = msgspec.json.Decoder(list[_WireEvent])
+_ONE = msgspec.json.Decoder(_WireEvent)
 
 # A stricter form of _TIMESTAMP (month, day, hour, minute, second and offset in range;
 # no year 0000 and no lowercase "z", which Python's fromisoformat refuses), matched
@@ -245,24 +256,42 @@ def decode_rows(data: bytes) -> list[Row]:
     bulk checks cannot vouch for) goes through :func:`validate_row` event by event,
     which decides, and names the field at fault.
     """
-    rows = _bulk_rows(data)
+    rows = bulk_rows(data)
     if rows is None:
         rows = [validate_row(item) for item in decode_many(data)]
     return rows
 
 
-def _bulk_rows(data: bytes) -> list[Row] | None:
-    """The rows, when every check passes in bulk; ``None`` to let :func:`validate_row` decide.
+def bulk_rows(data: bytes) -> list[Row] | None:
+    """The rows of an entry (a JSON array of events), when every check passes in bulk;
+    ``None`` to let :func:`validate_row` decide.
 
     Accepts nothing :func:`validate_row` refuses, except payloads it cannot re-encode
     (numbers beyond a double), which PostgreSQL's ``jsonb`` stores exactly as sent.
     """
+    try:
+        return _checked(_ENTRY.decode(data), data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def bulk_row(data: bytes) -> Row | None:
+    """:func:`bulk_rows` for one event (a JSON object, on its own)."""
+    try:
+        rows = _checked([_ONE.decode(data)], data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return rows[0] if rows else None
+
+
+def _checked(wire: list[_WireEvent], data: bytes) -> list[Row] | None:
+    """The rows of decoded events (``data``: their JSON), or ``None`` when a check needs
+    :func:`validate_row`."""
     # A NUL can only arrive escaped: JSON has no raw control characters, and msgspec
     # refuses them. No backslash at all (the usual case) rules out every escape.
     if b"\\" in data and b"\\u0000" in data:
         return None  # perhaps a NUL somewhere: the slow path finds out
     try:
-        wire = _ENTRY.decode(data)
         stamps = [w.timestamp for w in wire]
         lines = "\n".join(stamps)
         if stamps and not strict_timestamps(stamps, lines):
@@ -283,8 +312,8 @@ def _bulk_rows(data: bytes) -> list[Row] | None:
             (w.topic, w.event_id, w.timestamp, w.source, p)
             for w, p in zip(wire, payloads, strict=True)
         ]
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-        return None  # ValueError: a date that does not exist, a payload not UTF-8
+    except ValueError:
+        return None  # a date that does not exist, a payload not UTF-8
 
 
 def decode_many(data: bytes | str) -> list[Any]:

@@ -29,6 +29,11 @@ class Keys:
         return f"{self.prefix}:dead-letter"
 
     @property
+    def rejected(self) -> str:
+        """Counter of events the HTTP service refused at ingress (all its processes)."""
+        return f"{self.prefix}:rejected"
+
+    @property
     def queue(self) -> str:
         """The seed's design: a plain list, RPUSH to publish, BLPOP to consume."""
         return f"{self.prefix}:queue"
@@ -38,4 +43,4 @@ class Keys:
         return f"{self.prefix}:{role}"
 
     def all(self) -> tuple[str, ...]:
-        return (self.stream, self.dead_letter, self.queue)
+        return (self.stream, self.dead_letter, self.queue, self.rejected)

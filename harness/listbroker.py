@@ -113,7 +113,11 @@ class ListBroker:
         seconds, micros = self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
+    def dead_letter(
+        self, delivery: Delivery, reason: str, *, consumer: str, ack: bool = True
+    ) -> None:
+        """Keep an entry that cannot be applied, with why (a list has nothing to
+        acknowledge: ``ack`` changes nothing)."""
         record: dict[Any, Any] = {**delivery.fields, b"reason": reason.encode("utf-8", "replace")}
         self.client.xadd(self.keys.dead_letter, record)
 

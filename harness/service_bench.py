@@ -54,8 +54,10 @@ class ServiceBenchConfig:
     max_lost: float = 0.01
     #: climb the whole ladder even past a rate not held (else a target stops there)
     all_rates: bool = False
-    #: consumer threads of ``harness serve`` (its default)
+    #: consumer processes of ``harness serve`` (its default)
     consumers: int = 2
+    #: HTTP worker processes of ``harness serve`` (its default)
+    workers: int = 1
     #: seconds to wait for ``harness serve`` to store what k6 saw accepted
     drain_timeout_s: float = 120.0
 
@@ -78,6 +80,8 @@ class ServiceBenchConfig:
             raise ValueError(f"max lost share must be in (0, 1), got {self.max_lost}")
         if self.consumers < 1:
             raise ValueError(f"consumers must be ≥ 1 (or nothing is stored), got {self.consumers}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {self.workers}")
         if not self.drain_timeout_s > 0:
             raise ValueError(f"drain timeout must be > 0 s, got {self.drain_timeout_s}")
 

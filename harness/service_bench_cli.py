@@ -44,6 +44,7 @@ FIELDS = {
     "slo_ms": "slo_p99_ms",
     "max_lost": "max_lost",
     "consumers": "consumers",
+    "workers": "workers",
     "drain_timeout": "drain_timeout_s",
 }
 RESULTS = "service-bench.json"
@@ -90,7 +91,10 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         help="climb the whole ladder (by default a target stops at the first rate it misses)",
     )
     parser.add_argument(
-        "--consumers", type=int, help=f"harness serve's consumer threads ({d.consumers})"
+        "--consumers", type=int, help=f"harness serve's consumer processes ({d.consumers})"
+    )
+    parser.add_argument(
+        "--workers", type=int, help=f"harness serve's HTTP worker processes ({d.workers})"
     )
     parser.add_argument(
         "--drain-timeout",
@@ -190,7 +194,8 @@ def table(measured: list[Measurement], cfg: ServiceBenchConfig) -> Table:
     """Every k6 run but the warm-ups: what k6 measured, and whether it was verified."""
     out = Table(
         title=f"service bench: s0 {TARGETS['s0']}, s1 {TARGETS['s1']} "
-        f"({cfg.consumers} consumers); seed.js at scale {cfg.scale:g}, open loop "
+        f"({cfg.workers} HTTP workers, {cfg.consumers} consumers); seed.js at scale "
+        f"{cfg.scale:g}, open loop "
         f"{cfg.step_s:g} s a rate, held = p99 ≤ {cfg.slo_p99_ms:g} ms, "
         f"< {100 * cfg.max_lost:g}% dropped and failed"
     )

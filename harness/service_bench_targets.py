@@ -86,12 +86,19 @@ class Target:
     pg_schema: str | None
 
     def cpu_s(self) -> float:
-        """The process's CPU seconds so far (user + system, its threads included)."""
+        """The target's CPU seconds so far (user + system, its threads and its child
+        processes included: ``harness serve``'s HTTP workers and consumers)."""
         try:
-            times = psutil.Process(self.proc.pid).cpu_times()
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return 0.0
-        return float(times.user + times.system)
+        total = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def alive(self) -> None:
         if self.proc.poll() is not None:
@@ -120,7 +127,7 @@ def command_for(key: str, port: int, cfg: ServiceBenchConfig) -> list[str]:
         return [sys.executable, "-m", "harness.bare_endpoint", "--port", str(port)]
     return [
         sys.executable, "-m", "harness", "serve", "--port", str(port),
-        "--consumers", str(cfg.consumers),
+        "--consumers", str(cfg.consumers), "--workers", str(cfg.workers),
     ]  # fmt: skip
 
 

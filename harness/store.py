@@ -484,6 +484,22 @@ class Store:
             self.prepare_batch(rows, entries), shard=shard, before_retry=before_retry
         )
 
+    def refusal(self, rows: list[Row]) -> psycopg.DatabaseError | None:
+        """What PostgreSQL says to storing these rows: tried in a transaction that is
+        rolled back, so nothing changes. ``None`` when it would take them; the error
+        when it refuses them for what they are (a constraint, say). A transient error
+        (a lost connection, a serialization failure) is raised."""
+        try:
+            with self.conn.transaction(force_rollback=True):
+                self._insert_unnest(prepare_rows(rows))
+        except psycopg.OperationalError:
+            raise
+        except psycopg.DatabaseError as exc:
+            return exc
+        finally:
+            self._committing = False
+        return None
+
     def prepare_batch(
         self,
         rows: Iterable[Row],

@@ -40,7 +40,7 @@ def test_generated_entries_take_the_bulk_path_and_match() -> None:
     ords = gen.ordinals()
     for i in range(0, len(ords), 250):
         entry = gen.encoded_entry(ords[i : i + 250])
-        bulk = events._bulk_rows(entry)
+        bulk = events.bulk_rows(entry)
         assert bulk is not None
         assert bulk == slow(entry)  # the generator writes compact JSON: byte-identical
 
@@ -59,7 +59,7 @@ def test_generated_entries_take_the_bulk_path_and_match() -> None:
 )
 def test_valid_events_take_the_bulk_path(item: dict[str, Any]) -> None:
     data = orjson.dumps([item, item])
-    bulk = events._bulk_rows(data)
+    bulk = events.bulk_rows(data)
     assert bulk is not None
     same_rows(bulk, slow(data))
 
@@ -91,7 +91,7 @@ def test_valid_events_take_the_bulk_path(item: dict[str, Any]) -> None:
 )
 def test_what_the_rules_refuse_is_left_to_them_and_refused(item: dict[str, Any]) -> None:
     data = orjson.dumps([event(), item])
-    assert events._bulk_rows(data) is None
+    assert events.bulk_rows(data) is None
     with pytest.raises(InvalidEvent) as bulk_error:
         decode_rows(data)
     with pytest.raises(InvalidEvent) as reference:
@@ -119,7 +119,7 @@ def test_a_literal_backslash_u0000_is_no_nul_and_is_kept() -> None:
     # "\\u0000" in JSON is a backslash followed by "u0000": no NUL. The bulk path steps
     # aside (it cannot tell cheaply); the event-by-event rules accept it.
     data = orjson.dumps([event(payload={"m": "\\u0000"})])
-    assert events._bulk_rows(data) is None
+    assert events.bulk_rows(data) is None
     (row,) = decode_rows(data)
     assert orjson.loads(row[4]) == {"m": "\\u0000"}
 
@@ -178,9 +178,9 @@ def test_bulk_decoding_never_accepts_what_the_rules_refuse(items: list[dict[str,
     try:
         reference = slow(data)
     except InvalidEvent:
-        assert events._bulk_rows(data) is None
+        assert events.bulk_rows(data) is None
         return
-    bulk = events._bulk_rows(data)
+    bulk = events.bulk_rows(data)
     if bulk is not None:
         same_rows(bulk, reference)
     same_rows(decode_rows(data), reference)
@@ -250,6 +250,6 @@ def test_year_zero_is_refused_in_bulk_as_by_the_rules() -> None:
     stamps = ["2025-12-17T10:00:00Z"] * 40 + ["0000-01-01T00:00:00Z"]
     assert not events.strict_timestamps(stamps, "\n".join(stamps))
     entry = orjson.dumps([event() | {"timestamp": "0000-01-01T00:00:00Z"}])
-    assert events._bulk_rows(entry) is None
+    assert events.bulk_rows(entry) is None
     with pytest.raises(InvalidEvent, match="timestamp"):
         decode_rows(entry)

@@ -75,7 +75,9 @@ class FakeBroker:
         self.acked.extend(entry_ids)
         return len(entry_ids)
 
-    def dead_letter(self, delivery: Delivery, reason: str, *, consumer: str) -> None:
+    def dead_letter(
+        self, delivery: Delivery, reason: str, *, consumer: str, ack: bool = True
+    ) -> None:
         self.dead.append((delivery.entry_id, reason))
 
 
@@ -111,6 +113,17 @@ class FakeStore:
         if not self.fail:
             self.applied.update(identities[i - 1] for i in fresh)
         return dataclasses.replace(result, redelivered=len(batch) - len(taken))
+
+    def refusal(self, rows: list[tuple[str, ...]]) -> Exception | None:
+        """What applying these rows would raise (nothing is recorded)."""
+        batches = list(self.batches)
+        try:
+            self.apply_rows(rows, before_retry=lambda: None)
+        except psycopg.DatabaseError as exc:
+            return exc
+        finally:
+            self.batches = batches
+        return None
 
     def apply_batch(
         self, batch: list[dict[str, Any]], *, shard: int = 0, **kwargs: Any
@@ -281,6 +294,21 @@ class PoisonStore(FakeStore):
             psycopg.errors.CheckViolation() if any(e["event_id"] == "e13" for e in batch) else None
         )
         return super().apply_batch(batch, shard=shard, **kwargs)
+
+
+def test_only_the_refused_events_of_an_entry_are_dead_lettered() -> None:
+    """An entry of several events (one HTTP request's) that PostgreSQL refuses for one of
+    them: that event is dead-lettered alone, first and without acknowledging the entry;
+    the rest of the entry is then applied and acknowledged."""
+    broker, store = FakeBroker(), PoisonStore()
+    c = consumer(store, broker)
+    entry = delivery(b"1-0", orjson.dumps([event(12), event(13), event(14), event(13)]))
+    assert c.apply([entry]) == 2
+    ((dead, reason),) = broker.dead
+    assert dead == b"1-0" and reason.startswith("PostgreSQL refused 2 of the entry's 4 events")
+    assert broker.acked == [b"1-0"]
+    assert [e["event_id"] for e in store.batches[-1]] == ["e12", "e14"]
+    assert (c.stats.received, c.stats.rejected, c.stats.batches) == (2, 2, 1)
 
 
 def test_a_refused_entry_never_holds_back_the_rest_of_its_batch() -> None:
