@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--duplicate-rate", type=float, default=0.3, help="share of re-sends (0.3)")
     pub.add_argument("--topics", type=int, default=10, help="topics (10)")
     pub.add_argument("--batch", type=int, default=100, help="events per request (100)")
+    pub.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="requests in flight at once, each on its own connection (4; the seed's: 1)",
+    )
     pub.add_argument("--payload-bytes", type=int, default=100, help="payload size (100)")
     pub.add_argument("--seed", type=int, help="workload seed (default: from the clock; printed)")
     pub.add_argument("--wait", type=float, default=30.0, help="seconds to wait for /health")

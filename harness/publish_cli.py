@@ -37,23 +37,31 @@ def main(args: argparse.Namespace, console: Console) -> int:
         )
         if args.batch < 1:
             raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
+        if args.concurrency < 1:
+            raise ValueError(f"--concurrency must be ≥ 1, got {args.concurrency}")
     except ValueError as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return EXIT_USAGE
     generator = Generator(workload)
     url = args.url.rstrip("/")
-    (plan,) = PublishPlan.split(workload, 1, pipeline=args.batch)
+    plans = PublishPlan.split(workload, args.concurrency, pipeline=args.batch)
 
-    with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
+    with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0), limits=limits) as client:
         try:
             wait_healthy(client, url, args.wait)
             before = _stats(client, url)
         except (PublishError, httpx.HTTPError) as exc:
             err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
             return EXIT_USAGE
-        publisher = HttpPublisher(client, url)
+        publishers = [HttpPublisher(client, url) for _ in plans]
         failure: list[BaseException] = []
-        thread = threading.Thread(target=lambda: _guard(failure, publisher.run, plan), daemon=True)
+        threads = [
+            threading.Thread(target=_guard, args=(failure, p.run, plan), daemon=True)
+            for p, plan in zip(publishers, plans, strict=True)
+        ]
         started = time.monotonic()
         with Progress(
             TextColumn("publishing"),
@@ -65,23 +73,28 @@ def main(args: argparse.Namespace, console: Console) -> int:
             transient=True,
         ) as bar:
             task = bar.add_task("publish", total=workload.events, rate=0.0, retries=0)
-            thread.start()
-            while thread.is_alive():
-                thread.join(0.2)
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                time.sleep(0.2)
                 elapsed = time.monotonic() - started
+                sent = sum(p.stats.events for p in publishers)
                 bar.update(
                     task,
-                    completed=publisher.stats.events,
-                    rate=publisher.stats.events / elapsed if elapsed else 0.0,
-                    retries=publisher.stats.retries,
+                    completed=sent,
+                    rate=sent / elapsed if elapsed else 0.0,
+                    retries=sum(p.stats.retries for p in publishers),
                 )
         duration = time.monotonic() - started
-        sent = publisher.stats.events
+        sent = sum(p.stats.events for p in publishers)
+        requests = sum(p.stats.requests for p in publishers)
+        retries = sum(p.stats.retries for p in publishers)
         console.print(
             f"sent {sent:,} events ({generator.expected_unique:,} distinct, "
             f"{sent - generator.expected_unique:,} re-sends) in {duration:.2f} s = "
-            f"{sent / duration if duration else 0:,.0f} events/s; {publisher.stats.requests:,} "
-            f"requests, {publisher.stats.retries} retried; seed {seed}"
+            f"{sent / duration if duration else 0:,.0f} events/s; {requests:,} "
+            f"requests over {len(plans)} connection{'s' if len(plans) != 1 else ''}, "
+            f"{retries} retried; seed {seed}"
         )
         if failure:
             err.print(f"[bold red]error:[/bold red] {failure[0]}", soft_wrap=True)
@@ -94,9 +107,10 @@ def main(args: argparse.Namespace, console: Console) -> int:
             before,
             sent,
             generator.expected_unique,
-            publisher.stats.retries * args.batch,
+            retries * args.batch,
             console,
             err,
+            started,
         )
 
 
@@ -116,14 +130,17 @@ def _verify(
     maybe_resent: int,
     console: Console,
     err: Console,
+    started: float,
 ) -> int:
-    """Wait until the service has stored everything, then compare /stats with the truth."""
+    """Wait until the service has stored everything, then compare /stats with the truth
+    (``started``: when the first request went, for the rate stored)."""
     deadline = time.monotonic() + 120
     with console.status("waiting for the service to store everything…"):
         while True:
             after = _stats(client, url)
             received = after["received"] - before["received"]
             if after["pending"] == 0 and received >= sent:
+                stored_s = time.monotonic() - started
                 break
             if time.monotonic() > deadline:
                 err.print(f"[bold red]error:[/bold red] not stored after 120 s: {after}")
@@ -133,7 +150,8 @@ def _verify(
     duplicate = after["duplicate_dropped"] - before["duplicate_dropped"]
     console.print(
         f"service counted: received {received:,}, unique_processed {unique:,}, "
-        f"duplicate_dropped {duplicate:,} (this run's share of /stats)"
+        f"duplicate_dropped {duplicate:,} (this run's share of /stats); all stored "
+        f"{stored_s:.2f} s after the first request = {received / stored_s:,.0f} events/s stored"
     )
     problems = []
     if not sent <= received <= sent + maybe_resent:

@@ -98,6 +98,7 @@ class ServiceConfig:
             block_ms=200,
             linger_ms=self.linger_ms,
             crash_after_commits=self.crash_after_commits,
+            shard=index,
         )
 
 
@@ -201,7 +202,10 @@ def run_consumer(
     crash-loop (PostgreSQL or Redis gone: its entries stay pending meanwhile). The body
     of each consumer thread, and of each consumer process of ``harness serve``."""
     keys = Keys(settings.key_prefix)
-    store = _store(settings, config)
+    # each consumer adds to its own counter row: consumers never wait on each other's
+    store = Store(
+        settings.pg_dsn, schema=settings.pg_schema, isolation=config.isolation, counter="sharded"
+    )
     consumer = Consumer(
         broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), keys),
         store,
