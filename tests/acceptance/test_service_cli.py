@@ -82,7 +82,7 @@ class Server:
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[Server]:
-    srv = Server(settings, free_port(), "--consumers", "4")
+    srv = Server(settings, free_port(), "--consumers", "4", "--workers", "2")
     yield srv
     srv.stop()
 
@@ -110,6 +110,11 @@ def test_the_seeds_publisher_against_the_service(server: Server, settings: Setti
     assert stats["duplicate_dropped"] == 20_000 - truth.expected_unique
     assert stats["topics"] == 10
     assert f"{truth.expected_unique:,} distinct" in proc.stdout
+    # the metrics of two HTTP processes and four consumer processes, summed
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert "aggregator_events_accepted_total 20000.0" in metrics
+    assert "aggregator_consumer_received_total 20000.0" in metrics
+    assert f"aggregator_consumer_unique_total {truth.expected_unique}.0" in metrics
 
 
 def test_publish_to_a_service_that_is_not_there_says_so(settings: Settings) -> None:
