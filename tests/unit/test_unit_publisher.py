@@ -72,13 +72,13 @@ def test_generate_is_a_checked_trial_parameter() -> None:
 def _post_over_http(monkeypatch: pytest.MonkeyPatch, *, ahead: bool) -> tuple[list[bytes], int]:
     """The bodies an HTTP publisher posts, and how many events it had made by its first."""
     made = [0]
-    original = Generator.event
+    original = Generator.encoded_entry
 
-    def counting(self: Generator, ordinal: int) -> dict[str, Any]:
-        made[0] += 1
-        return original(self, ordinal)
+    def counting(self: Generator, ordinals: Any) -> bytes:
+        made[0] += len(ordinals)
+        return original(self, ordinals)
 
-    monkeypatch.setattr(Generator, "event", counting)
+    monkeypatch.setattr(Generator, "encoded_entry", counting)
     bodies: list[bytes] = []
     made_at_first: list[int] = []
 
