@@ -1,9 +1,11 @@
 """The aggregator as an HTTP service (the seed's API, done carefully), on the harness's core.
 
-``POST /publish`` validates and appends events to the same Redis stream the harness
-uses; background consumer threads run the same :class:`~harness.consumer.Consumer`
-as the Ray actors; ``GET /events`` and ``GET /stats`` read through the same
-:class:`~harness.store.Store`. There is no second implementation of anything.
+``POST /publish`` checks a request's events and appends them, as one entry, to the same
+Redis stream the harness uses; the consumers (threads of this app when it runs on its
+own, processes of their own under ``harness serve``: :mod:`harness.serve`) run the same
+:class:`~harness.consumer.Consumer` as the Ray actors; ``GET /events`` and ``GET /stats``
+read through the same :class:`~harness.store.Store`. There is no second implementation
+of anything.
 """
 
 from __future__ import annotations
