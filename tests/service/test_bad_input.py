@@ -183,3 +183,22 @@ def test_an_event_the_database_refuses_is_dead_lettered_and_the_rest_stored(
     assert b"23514" in fields[b"reason"] and b"poison" in fields[b"e"]
     service.post("/publish", json=event(99))  # still consuming
     assert settle(service, received=10)["unique_processed"] == 10
+
+
+def test_publish_with_redis_down_is_refused_with_503(
+    make_service: Factory, settings: Settings
+) -> None:
+    down = with_settings(settings, redis_url="redis://127.0.0.1:1/0")
+    service = make_service(consumers=0, settings_override=down)
+    response = service.post("/publish", json=event(1))
+    assert response.status_code == 503
+    assert "none was queued" in response.json()["error"]
+    health = service.get("/health")
+    assert health.status_code == 503 and health.json()["error"] == "redis not answering"
+
+
+def test_publish_takes_only_post_and_is_documented(service: TestClient) -> None:
+    response = service.get("/publish")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    operation = service.get("/openapi.json").json()["paths"]["/publish"]["post"]
+    assert set(operation["responses"]) == {"202", "400", "413", "422", "503"}
