@@ -135,3 +135,31 @@ def test_bench_notebook_with_no_run_says_so_in_a_sentence(tmp_path: Path) -> Non
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert "No bench run found" in _text(outputs, "text/markdown")
     assert not [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+def test_service_bench_notebook_reads_the_kept_runs(tmp_path: Path) -> None:
+    """notebooks/service_bench.ipynb over the kept service-bench runs (found from the
+    notebooks folder): a headline row each, every k6 run, the p99 chart, CPU per request."""
+    outputs = execute(
+        ROOT / "notebooks" / "service_bench.ipynb", tmp_path / "s.ipynb", HARNESS_SERVICE_BENCH=""
+    )
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    markdown, text = _text(outputs, "text/markdown"), _text(outputs, "text/plain")
+    assert "**2 service-bench runs** read from `../results/service-bench/reference`" in markdown
+    assert "second-run/service-bench.json" in text and "0.85" in text and "1.08" in text
+    # CPU per request, from the kept files: s1 spent 195 µs a request at 4,000/s
+    assert "195.0" in text
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 1
+
+
+def test_service_bench_notebook_with_no_run_says_so_in_a_sentence(tmp_path: Path) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    outputs = execute(
+        ROOT / "notebooks" / "service_bench.ipynb",
+        tmp_path / "s.ipynb",
+        HARNESS_SERVICE_BENCH=str(empty),
+    )
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert "No service-bench run found" in _text(outputs, "text/markdown")
+    assert not [o for o in outputs if "image/png" in o.get("data", {})]
