@@ -538,7 +538,7 @@ def _dlq(args: argparse.Namespace, console: Console) -> int:
 
 
 def _serve(args: argparse.Namespace, console: Console) -> int:
-    from harness.serve import serve
+    from harness.serve import check_address, serve
     from harness.service import ServiceConfig
     from harness.store import Isolation
 
@@ -555,6 +555,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
             isolation=Isolation.parse(args.isolation).value,
             name=args.name,
         )
+        check_address(config.host, config.port)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     settings, _ = _services(args, settings, console)

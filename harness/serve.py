@@ -23,6 +23,7 @@ import multiprocessing.synchronize
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -66,6 +67,22 @@ def serve(settings: Settings, config: Any, *, access_log: bool = False) -> None:
     finally:
         consumers.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def check_address(host: str, port: int) -> None:
+    """``ValueError`` saying why the service cannot listen on ``host:port``, before any
+    process is started (uvicorn would only say so after the consumers had started)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def app() -> Any:

@@ -222,3 +222,21 @@ def test_a_consumer_that_dies_after_a_commit_is_replaced_and_counts_nothing_twic
     finally:
         server.stop()
     assert "exited (17); starting it again" in server.proc.communicate(timeout=10)[0]
+
+
+def test_serve_on_a_port_taken_says_so_in_one_line(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env_for(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
