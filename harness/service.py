@@ -86,8 +86,9 @@ class ServiceConfig:
             raise ValueError("consumers must be ≥ 0, batch_size and readers ≥ 1")
         if self.workers < 1:
             raise ValueError(f"workers must be ≥ 1, got {self.workers}")
-        if self.linger_ms < 0:
-            raise ValueError(f"linger_ms must be ≥ 0, got {self.linger_ms}")
+        if not 0 <= self.linger_ms <= 1000:
+            raise ValueError(f"linger_ms must be in [0, 1000], got {self.linger_ms:g}")
+        self.consumer_config(0)  # what the consumers would refuse, refused here
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
 
