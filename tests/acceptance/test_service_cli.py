@@ -40,6 +40,18 @@ def env_for(settings: Settings) -> dict[str, str]:
     }
 
 
+def harness_cli(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m harness ARGV`` on this test's services, to its end (60 s at most)."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *argv],
+        cwd=ROOT,
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class Server:
     def __init__(self, settings: Settings, port: int, *extra: str) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -118,23 +130,8 @@ def test_the_seeds_publisher_against_the_service(server: Server, settings: Setti
 
 
 def test_publish_to_a_service_that_is_not_there_says_so(settings: Settings) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "publish",
-            "--url",
-            f"http://127.0.0.1:{free_port()}",
-            "--wait",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env_for(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = harness_cli(settings, "publish", "--url", url, "--wait", "1")
     assert proc.returncode == 2
     assert "not healthy after 1 s" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -229,14 +226,7 @@ def test_serve_on_a_port_taken_says_so_in_one_line(settings: Settings) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run(
-            [sys.executable, "-m", "harness", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env_for(settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = harness_cli(settings, "serve", "--port", str(port))
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
