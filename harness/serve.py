@@ -27,15 +27,19 @@ import socket
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 from harness.config import Settings
 
 #: the service's configuration, for the HTTP worker processes (JSON)
 CONFIG_ENV = "HARNESS_SERVICE_CONFIG"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: a run's metrics directory: this, its process id, a random part
+METRICS_PREFIX = "harness-metrics-"
 #: how long a stopping consumer may take to finish its batch
 STOP_WAIT_S = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -47,7 +51,8 @@ def serve(settings: Settings, config: Any, *, access_log: bool = False) -> None:
     import uvicorn
 
     config = dataclasses.replace(config, consumers_in_process=False)
-    metrics_dir = tempfile.mkdtemp(prefix="harness-metrics-")
+    _sweep_metrics_dirs()
+    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     os.environ[METRICS_ENV] = metrics_dir
     os.environ[CONFIG_ENV] = orjson.dumps(dataclasses.asdict(config)).decode()
     for field in ("pg_dsn", "redis_url", "pg_schema", "key_prefix"):
@@ -67,6 +72,15 @@ def serve(settings: Settings, config: Any, *, access_log: bool = False) -> None:
     finally:
         consumers.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _sweep_metrics_dirs() -> None:
+    """Remove the metrics directories of services that are gone (a ``SIGKILL`` leaves its
+    directory behind)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        pid = path.name[len(METRICS_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def check_address(host: str, port: int) -> None:

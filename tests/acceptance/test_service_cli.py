@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -230,3 +231,19 @@ def test_serve_on_a_port_taken_says_so_in_one_line(settings: Settings) -> None:
     assert proc.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_killed_services_metrics_directory_is_swept_by_the_next_one(settings: Settings) -> None:
+    """prometheus multiprocess mode keeps the metrics in files; a SIGKILLed service cannot
+    remove its directory, so the next service to start removes those of dead services."""
+    first = Server(settings, free_port(), "--consumers", "0")
+    pid = first.proc.pid
+    left = list(Path(tempfile.gettempdir()).glob(f"harness-metrics-{pid}-*"))
+    assert len(left) == 1
+    first.kill()
+    assert left[0].exists()
+    second = Server(settings, free_port(), "--consumers", "0")
+    try:
+        assert not left[0].exists()
+    finally:
+        second.stop()
