@@ -32,14 +32,19 @@ class Refused(ValueError):
     422 over events, each bad event's ``{index, field, reason}``."""
 
     def __init__(
-        self, status: int, message: str, problems: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        message: str,
+        problems: list[dict[str, Any]] | None = None,
+        *,
+        events: int = 0,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.problems = problems or []
-        #: events the request carried (0 when it was not a list of events)
-        self.events = 0
+        #: events the request carried, when some were refused (0 otherwise)
+        self.events = events
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -113,9 +118,10 @@ def _slow(body: bytes) -> Entry:
                 }
             )
     if problems:
-        refused = Refused(
-            422, f"{len(problems)} of {len(items)} events are invalid; none was queued", problems
+        raise Refused(
+            422,
+            f"{len(problems)} of {len(items)} events are invalid; none was queued",
+            problems,
+            events=len(items),
         )
-        refused.events = len(items)
-        raise refused
     return Entry(orjson.dumps(kept), len(kept))

@@ -121,8 +121,6 @@ class Consumers:
         self._procs: dict[int, multiprocessing.process.BaseProcess] = {}
         self._done = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="consumers", daemon=True)
-        #: consumer processes started again after one died
-        self.restarts = 0
 
     def start(self) -> None:
         for index in range(self.config.consumers):
@@ -150,7 +148,6 @@ class Consumers:
                         f"consumer {proc.name} exited ({proc.exitcode}); starting it again",
                         file=sys.stderr,
                     )
-                    self.restarts += 1
                     self._spawn(index)
 
     def stop(self) -> None:

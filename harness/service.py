@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import orjson
@@ -43,6 +43,7 @@ from harness import broker as broker_mod
 from harness.config import Settings
 from harness.consumer import Consumer, ConsumerConfig
 from harness.keys import Keys
+from harness.serve import METRICS_ENV
 from harness.store import Store
 
 MAX_LIMIT = 1000
@@ -199,23 +200,18 @@ def run_consumer(
     index: int,
     stop: threading.Event,
     metrics: ConsumerMetrics,
-    started: Callable[[Consumer], None] = lambda _: None,
 ) -> None:
     """Consumer ``index`` until ``stop``; after an error it waits and goes on rather than
     crash-loop (PostgreSQL or Redis gone: its entries stay pending meanwhile). The body
     of each consumer thread, and of each consumer process of ``harness serve``."""
     keys = Keys(settings.key_prefix)
-    # each consumer adds to its own counter row: consumers never wait on each other's
-    store = Store(
-        settings.pg_dsn, schema=settings.pg_schema, isolation=config.isolation, counter="sharded"
-    )
     consumer = Consumer(
         broker_mod.StreamBroker(broker_mod.connect(settings.redis_url), keys),
-        store,
+        # each consumer adds to its own counter row: none waits on another's
+        _store(settings, config, counter="sharded"),
         config.consumer_config(index),
         on_commit=lambda seconds, _events: metrics.committed(consumer, seconds),
     )
-    started(consumer)
     backoff = 0.1
     try:
         while not stop.is_set():
@@ -235,8 +231,10 @@ def run_consumer(
         consumer.broker.client.close()
 
 
-def _store(settings: Settings, config: ServiceConfig) -> Store:
-    return Store(settings.pg_dsn, schema=settings.pg_schema, isolation=config.isolation)
+def _store(settings: Settings, config: ServiceConfig, counter: str = "atomic") -> Store:
+    return Store(
+        settings.pg_dsn, schema=settings.pg_schema, isolation=config.isolation, counter=counter
+    )
 
 
 _prepared: set[tuple[str, str, str, str]] = set()
@@ -292,8 +290,7 @@ class Aggregator:
         self.publisher: broker_mod.AsyncPublisher | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.workers: list[Consumer] = []
-        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self.multiprocess = METRICS_ENV in os.environ
         # Under multiprocess mode the values live in files every process writes, and a
         # scrape reads them all (see metrics_text); otherwise in this app's registry.
         self.registry = CollectorRegistry()
@@ -314,21 +311,17 @@ class Aggregator:
         if not self.multiprocess:
             self.registry.register(self._pending)
 
-    def prepare(self) -> None:
-        prepare(self.settings, self.config)
-
     def start(self) -> None:
         # A service outlives its dependencies: /health says 503 until they answer, and
         # the consumers prepare the schema and group once they can.
         with contextlib.suppress(Exception):
-            self.prepare()
+            prepare(self.settings, self.config)
         if not self.config.consumers_in_process:
             return
         for i in range(self.config.consumers):
             thread = threading.Thread(
                 target=run_consumer,
                 args=(self.settings, self.config, i, self._stop, self.consumer_metrics),
-                kwargs={"started": self.workers.append},
                 name=f"consumer-{i}",
                 daemon=True,
             )

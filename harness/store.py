@@ -496,8 +496,6 @@ class Store:
             raise
         except psycopg.DatabaseError as exc:
             return exc
-        finally:
-            self._committing = False
         return None
 
     def prepare_batch(
