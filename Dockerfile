@@ -3,10 +3,10 @@ FROM python:3.11-slim
 
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY harness ./harness
 COPY experiments ./experiments
-RUN pip install --no-cache-dir . && mkdir -p /app/results && chown app /app/results
+RUN pip install --no-cache-dir -c constraints.txt . && mkdir -p /app/results && chown app /app/results
 
 USER app
 EXPOSE 8080

@@ -3,9 +3,10 @@ Run from the repository root: python docs/measurements/batch1_recognition.py"""
 
 import statistics
 
-from harness import bench, cluster
-from harness.config import Settings
-from harness.store import Store
+from harness.bench import pipeline as bench
+from harness.infra.config import Settings
+from harness.store.postgres import Store
+from harness.trials import cluster
 
 settings = Settings.from_env() if hasattr(Settings, "from_env") else Settings()
 bench.SHAPES["g"] = ("d, counted", {**bench.SHAPES["d"][1], "redelivery": "counted"})

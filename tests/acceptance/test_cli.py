@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.config import Settings
-from harness.keys import Keys
+from harness.delivery.keys import Keys
+from harness.infra.config import Settings
 
 pytestmark = pytest.mark.acceptance
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from harness import cluster as cluster_mod
-from harness.config import Settings
-from harness.experiment import Trial, TrialParams
-from harness.runner import Runner
+from harness.infra.config import Settings
+from harness.trials import cluster as cluster_mod
+from harness.trials.experiment import Trial, TrialParams
+from harness.trials.runner import Runner
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 

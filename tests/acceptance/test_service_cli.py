@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from harness.config import Settings
+from harness.infra.config import Settings
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 
@@ -114,7 +114,7 @@ def test_the_seeds_publisher_against_the_service(server: Server, settings: Setti
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every event stored exactly once" in proc.stdout
 
-    from harness.generator import Generator, Workload
+    from harness.model.generator import Generator, Workload
 
     truth = Generator(Workload(events=20_000, duplicate_rate=0.3, topics=10, seed=7))
     stats = server.stats()

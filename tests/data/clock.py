@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.schedule import NS
+from harness.model.schedule import NS
 
 
 class FakeClock:

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import capacity
-from harness.experiment import Experiment, Trial, TrialParams
-from harness.results import RunWriter, TrialResult, resolved_trials
-from harness.steady import SteadyState, Window
+from harness.model.steady import SteadyState, Window
+from harness.trials import capacity
+from harness.trials.experiment import Experiment, Trial, TrialParams
+from harness.trials.results import RunWriter, TrialResult, resolved_trials
 
 #: throughput divisor per isolation level
 ISOLATION_COST = {"read_committed": 1.0, "repeatable_read": 2.0, "serializable": 4.0}

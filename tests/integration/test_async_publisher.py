@@ -9,10 +9,10 @@ import orjson
 import pytest
 import redis.asyncio
 
-from harness import broker as broker_mod
-from harness.config import Settings
-from harness.delivery import FIELD_COUNT, FIELD_EVENTS
-from harness.keys import Keys
+from harness.delivery import broker as broker_mod
+from harness.delivery.keys import Keys
+from harness.delivery.protocol import FIELD_COUNT, FIELD_EVENTS
+from harness.infra.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from harness import invariants
-from harness.generator import Generator, Workload
-from harness.store import ApplyResult, Counters, CounterStrategy, Isolation, Store, Verification
+from harness.model.generator import Generator, Workload
+from harness.model.modes import CounterStrategy, Isolation
+from harness.store.batch import ApplyResult, Counters, Verification
+from harness.store.postgres import Store
+from harness.trials import invariants
 
 pytestmark = pytest.mark.integration
 

@@ -10,14 +10,14 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from harness import broker as broker_mod
-from harness.broker import StreamBroker
-from harness.config import Settings
-from harness.consumer import Consumer, ConsumerConfig
-from harness.generator import Generator, Workload
-from harness.keys import Keys
-from harness.publisher import Publisher, PublishPlan
-from harness.store import Store
+from harness.delivery import broker as broker_mod
+from harness.delivery.broker import StreamBroker
+from harness.delivery.keys import Keys
+from harness.infra.config import Settings
+from harness.model.generator import Generator, Workload
+from harness.pipeline.consumer import Consumer, ConsumerConfig
+from harness.pipeline.publisher import Publisher, PublishPlan
+from harness.store.postgres import Store
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +182,7 @@ def test_the_list_broker_forgets_what_a_dead_consumer_popped(
 ) -> None:
     """The seed's design: once popped, an item is nowhere but in the consumer. If it dies
     before committing, nothing is pending and nothing can be redelivered."""
-    from harness.broker import open_broker
+    from harness.delivery.broker import open_broker
 
     keys = Keys(settings.key_prefix)
     for kind in ("list", "stream"):

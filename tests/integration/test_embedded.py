@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import broker as broker_mod
-from harness import embedded, services
-from harness.config import Settings
-from harness.keys import Keys
-from harness.store import Store
+from harness.delivery import broker as broker_mod
+from harness.delivery.keys import Keys
+from harness.infra import embedded
+from harness.infra import health as services
+from harness.infra.config import Settings
+from harness.store.postgres import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

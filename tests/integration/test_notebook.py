@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from harness import charts
-from harness.config import Settings
-from harness.results import load
+from harness.analysis import charts
+from harness.infra.config import Settings
+from harness.trials.results import load
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.broker import StreamBroker
-from harness.consumer import Consumer, ConsumerConfig
-from harness.store import Store
+from harness.delivery.broker import StreamBroker
+from harness.pipeline.consumer import Consumer, ConsumerConfig
+from harness.store.postgres import Store
 
 pytestmark = pytest.mark.integration
 

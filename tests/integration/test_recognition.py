@@ -21,17 +21,11 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from harness.config import Settings
-from harness.events import Row
-from harness.store import (
-    COPY_FROM,
-    ApplyResult,
-    Counters,
-    CounterStrategy,
-    Entries,
-    Isolation,
-    Store,
-)
+from harness.infra.config import Settings
+from harness.model.events import Row
+from harness.model.modes import CounterStrategy, Isolation
+from harness.store.batch import ApplyResult, Counters, Entries
+from harness.store.postgres import COPY_FROM, Store
 
 pytestmark = pytest.mark.integration
 

@@ -41,10 +41,8 @@ import pytest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from harness import events as events_mod
-from harness.broker import StreamBroker
-from harness.consumer import Consumer, ConsumerConfig
-from harness.delivery import (
+from harness.delivery.broker import StreamBroker
+from harness.delivery.protocol import (
     ANONYMOUS,
     FIELD_COUNT,
     FIELD_CREATED_NS,
@@ -52,7 +50,11 @@ from harness.delivery import (
     FIELD_PRODUCER,
     Delivery,
 )
-from harness.store import Counters, CounterStrategy, Isolation, Store
+from harness.model import events as events_mod
+from harness.model.modes import CounterStrategy, Isolation
+from harness.pipeline.consumer import Consumer, ConsumerConfig
+from harness.store.batch import Counters
+from harness.store.postgres import Store
 
 pytestmark = pytest.mark.integration
 

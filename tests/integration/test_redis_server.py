@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.redis_server import ManagedRedis
+from harness.infra.redis_server import ManagedRedis
 
 pytestmark = pytest.mark.integration
 

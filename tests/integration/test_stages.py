@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import stages
-from harness.config import Settings
-from harness.store import Store
+from harness.bench import stages
+from harness.infra.config import Settings
+from harness.store.postgres import Store
 
 pytestmark = pytest.mark.integration
 

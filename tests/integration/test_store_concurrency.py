@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from harness.generator import Generator, Workload
-from harness.store import ApplyResult, Isolation, Store
+from harness.model.generator import Generator, Workload
+from harness.model.modes import Isolation
+from harness.store.batch import ApplyResult
+from harness.store.postgres import Store
 
 pytestmark = pytest.mark.integration
 

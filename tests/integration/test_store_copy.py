@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from harness.events import Row
-from harness.store import COPY_FROM, Store, _copy_text, prepare_rows
+from harness.model.events import Row
+from harness.store.batch import copy_text, prepare_rows
+from harness.store.postgres import COPY_FROM, Store
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def test_copy_stores_every_value_as_given(store: Store, values: list[str]) -> No
     prepared = prepare_rows(batch)
     # one line a row, four tabs a line, whatever the values hold (escaped value by value
     # when a tab or newline is among them)
-    lines = _copy_text(prepared).split("\n")
+    lines = copy_text(prepared).split("\n")
     assert lines.pop() == "" and len(lines) == len(prepared.rows)
     assert all(line.count("\t") == 4 for line in lines)
     result = store.apply_rows(batch)

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from harness.config import Settings
-from harness.service import ServiceConfig, create_app
+from harness.infra.config import Settings
+from harness.service.aggregator import ServiceConfig
+from harness.service.app import create_app
 
 Factory = Callable[..., TestClient]
 

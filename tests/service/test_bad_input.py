@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from harness import events
-from harness.config import Settings
+from harness.infra.config import Settings
+from harness.model import events
 from tests.service.conftest import Factory, event, settle, with_settings
 
 pytestmark = pytest.mark.integration

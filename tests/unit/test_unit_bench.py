@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.bench import BenchConfig, Measurement, medians, ratios, round_ratios, targets
+from harness.bench.pipeline import BenchConfig, Measurement, medians, ratios, round_ratios, targets
 
 
 def m(key: str, rate: float, r: int) -> Measurement:
@@ -85,8 +85,8 @@ def test_the_pipeline_must_reach_100k_when_the_database_alone_does() -> None:
 
 
 def test_e_and_f_differ_only_in_whether_redeliveries_are_recognised() -> None:
-    from harness.bench import SHAPES
-    from harness.experiment import ExperimentError, TrialParams
+    from harness.bench.pipeline import SHAPES
+    from harness.trials.experiment import ExperimentError, TrialParams
 
     e, f = SHAPES["e"][1], SHAPES["f"][1]
     assert {k: v for k, v in f.items() if k != "redelivery"} == e

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness import bench, bench_plots
+from harness.bench import pipeline as bench
+from harness.bench import plots as bench_plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CPU = {"postgres": 10.0, "consumers": 2.0, "redis": 0.3, "busy": 12.3, "idle": 1.5}

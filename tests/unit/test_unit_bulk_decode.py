@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import events
-from harness.events import InvalidEvent, decode_rows, validate_row
-from harness.generator import Generator, Workload
+from harness.model import events
+from harness.model.events import InvalidEvent, decode_rows, validate_row
+from harness.model.generator import Generator, Workload
 
 
 def event(**overrides: Any) -> dict[str, Any]:

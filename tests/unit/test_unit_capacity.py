@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from harness import capacity
-from harness.capacity import FRACTIONS, CapacitySearch, Point, Search, round_rate
-from harness.experiment import Experiment, ExperimentError, Trial, TrialParams
-from harness.results import TrialResult
-from harness.steady import SteadyState
+from harness.model.steady import SteadyState
+from harness.trials import capacity
+from harness.trials.capacity import FRACTIONS, CapacitySearch, Point, Search, round_rate
+from harness.trials.experiment import Experiment, ExperimentError, Trial, TrialParams
+from harness.trials.results import TrialResult
 
 # -- round_rate -----------------------------------------------------------------------
 

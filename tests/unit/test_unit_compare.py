@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from harness import compare, report
-from harness.results import load
+from harness.analysis import compare, report
+from harness.trials.results import load
 from tests.data import runs
 
 

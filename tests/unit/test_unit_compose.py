@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.cli import build_parser
+from harness.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

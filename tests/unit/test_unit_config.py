@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import DEFAULT_PG_DSN, DEFAULT_REDIS_URL, Settings
+from harness.infra.config import DEFAULT_PG_DSN, DEFAULT_REDIS_URL, Settings
 
 
 def test_defaults_with_an_empty_environment() -> None:

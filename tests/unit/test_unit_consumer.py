@@ -13,9 +13,15 @@ import psycopg
 import psycopg.errors as pge
 import pytest
 
-from harness.consumer import Consumer, ConsumerConfig
-from harness.delivery import FIELD_CREATED_NS, FIELD_EVENTS, FIELD_PRODUCER, FIELD_SEQ, Delivery
-from harness.store import ApplyResult, Entries, prepare
+from harness.delivery.protocol import (
+    FIELD_CREATED_NS,
+    FIELD_EVENTS,
+    FIELD_PRODUCER,
+    FIELD_SEQ,
+    Delivery,
+)
+from harness.pipeline.consumer import Consumer, ConsumerConfig
+from harness.store.batch import ApplyResult, Entries, prepare
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from harness import queries
-from harness.invariants import Evidence, Verdict, check, classify
-from harness.store import HOT_ROW, Counters, CounterStrategy, Isolation, Store, Verification
+from harness.model.modes import CounterStrategy, Isolation
+from harness.store import queries
+from harness.store.batch import Counters, Verification
+from harness.store.postgres import HOT_ROW, Store
+from harness.trials.invariants import Evidence, Verdict, check, classify
 
 DSN = "postgresql://nobody:secret@192.0.2.1:5432/none"  # TEST-NET-1: never routed
 

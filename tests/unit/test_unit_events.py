@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from harness.events import (
+from harness.model.events import (
     MAX_KEY_CHARS,
     MAX_PAYLOAD_BYTES,
     Event,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import experiment
-from harness.experiment import FIELDS, Experiment, ExperimentError, TrialParams
+from harness.trials import experiment
+from harness.trials.experiment import FIELDS, Experiment, ExperimentError, TrialParams
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 

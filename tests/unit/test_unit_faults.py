@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.faults import KINDS, FaultPlan
-from harness.invariants import Evidence, classify
-from harness.store import Counters, Verification
+from harness.store.batch import Counters, Verification
+from harness.trials.faults import KINDS, FaultPlan
+from harness.trials.invariants import Evidence, classify
 
 
 def test_draw_is_seeded_sorted_and_mid_trial() -> None:

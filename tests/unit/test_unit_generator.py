@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from harness import events
-from harness.generator import CHUNK, Generator, Workload, topic_name
-from harness.publisher import PublishPlan
+from harness.model import events
+from harness.model.generator import CHUNK, Generator, Workload, topic_name
+from harness.pipeline.publisher import PublishPlan
 
 # More than two chunks, so that slices cross both CHUNK boundaries.
 BIG = 150_000
@@ -296,7 +296,7 @@ def test_the_fast_encoding_is_the_same_event(ordinal: int) -> None:
 def test_timestamps_advance_one_millisecond_per_ordinal_across_days() -> None:
     import datetime as dt
 
-    from harness.generator import timestamp
+    from harness.model.generator import timestamp
 
     for ordinal in (0, 86_399_999, 86_400_000, 86_400_001, 10**9):
         parsed = dt.datetime.fromisoformat(timestamp(ordinal))

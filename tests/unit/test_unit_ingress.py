@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import events, ingress
+from harness.model import events
+from harness.service import ingress
 
 
 def event(n: int = 1, **fields: Any) -> dict[str, Any]:

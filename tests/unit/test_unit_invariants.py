@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from harness.invariants import Evidence, check
-from harness.store import Counters, Verification
+from harness.store.batch import Counters, Verification
+from harness.trials.invariants import Evidence, check
 
 PUBLISHED, UNIQUE = 1_000, 700
 
@@ -110,7 +110,7 @@ def test_received_is_exact_redeliveries_excuse_nothing(extra: int) -> None:
 
 
 def test_what_redis_lost_is_measured_an_anomaly_with_everysec_a_violation_with_always() -> None:
-    from harness.invariants import classify
+    from harness.trials.invariants import classify
 
     lost = dataclasses.replace(
         evidence(received=PUBLISHED - 30, unique=UNIQUE - 20, rows=UNIQUE - 20, lost=20),
@@ -139,7 +139,7 @@ def test_evidence_is_frozen() -> None:
 
 
 def test_the_list_losing_an_abandoned_batch_is_its_expected_anomaly_the_stream_never() -> None:
-    from harness.invariants import classify
+    from harness.trials.invariants import classify
 
     lost = dataclasses.replace(
         evidence(received=PUBLISHED - 44, unique=UNIQUE - 44, rows=UNIQUE - 44, lost=44),

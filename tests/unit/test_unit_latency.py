@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness import latency
+from harness.model import latency
 
 
 def test_encode_merge_round_trip_keeps_counts() -> None:

@@ -12,12 +12,12 @@ import orjson
 import pytest
 import redis
 
-from harness import experiment
-from harness.delivery import Producer
-from harness.experiment import Experiment, ExperimentError, TrialParams
-from harness.generator import Generator, Workload
-from harness.publisher import Publisher, PublishPlan
-from harness.schedule import NS, Schedule
+from harness.delivery.protocol import Producer
+from harness.model.generator import Generator, Workload
+from harness.model.schedule import NS, Schedule
+from harness.pipeline.publisher import Publisher, PublishPlan
+from harness.trials import experiment
+from harness.trials.experiment import Experiment, ExperimentError, TrialParams
 from tests.data.clock import FakeClock
 
 T0 = 1_764_000_000 * NS

@@ -8,11 +8,11 @@ import httpx
 import orjson
 import pytest
 
-from harness.delivery import Producer
-from harness.experiment import ExperimentError, TrialParams
-from harness.generator import Generator, Workload
-from harness.http_publisher import HttpPublisher
-from harness.publisher import Publisher, PublishPlan
+from harness.delivery.protocol import Producer
+from harness.model.generator import Generator, Workload
+from harness.pipeline.http_publisher import HttpPublisher
+from harness.pipeline.publisher import Publisher, PublishPlan
+from harness.trials.experiment import ExperimentError, TrialParams
 
 
 class _Recorder:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness import queries
+from harness.store import queries
 
 SYNTHETIC = "\n".join(
     [

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness import report
+from harness.analysis import report
 from tests.data import runs
 
 OPEN_LOOP = {"duration_s": 5, "warmup_s": 1}

@@ -6,7 +6,12 @@ import itertools
 
 import pytest
 
-from harness.retry import DEADLOCK_DETECTED, RETRYABLE_SQLSTATES, SERIALIZATION_FAILURE, RetryPolicy
+from harness.model.retry import (
+    DEADLOCK_DETECTED,
+    RETRYABLE_SQLSTATES,
+    SERIALIZATION_FAILURE,
+    RetryPolicy,
+)
 
 
 def ceiling(policy: RetryPolicy, failures: int) -> float:
@@ -74,3 +79,55 @@ def test_zero_delays_are_allowed() -> None:
 def test_retryable_sqlstates() -> None:
     assert {SERIALIZATION_FAILURE, DEADLOCK_DETECTED} == {"40001", "40P01"}
     assert frozenset({"40001", "40P01"}) == RETRYABLE_SQLSTATES
+
+
+def test_a_backoff_grows_with_failures_in_a_row_and_starts_over_after_a_success() -> None:
+    from harness.model.retry import Backoff
+
+    backoff = Backoff(RetryPolicy(base_delay=0.05, max_delay=2.0), chance=lambda: 1.0)
+    assert [backoff.failed() for _ in range(8)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    backoff.succeeded()
+    assert backoff.failed() == 0.05
+    # it never gives up, whatever the policy's max_attempts
+    stubborn = Backoff(
+        RetryPolicy(max_attempts=1, base_delay=0.01, max_delay=0.01), chance=lambda: 0.5
+    )
+    assert [stubborn.failed() for _ in range(3)] == [0.005, 0.005, 0.005]
+
+
+def test_run_retries_what_it_is_told_to_counts_it_and_gives_up_on_the_rest() -> None:
+    waits: list[float] = []
+    calls: list[str] = []
+    outcomes = iter([TimeoutError("a"), ConnectionError("b"), "done"])
+
+    def attempt() -> str:
+        calls.append("attempt")
+        out = next(outcomes)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def classify(exc: Exception) -> str | None:
+        return type(exc).__name__ if isinstance(exc, OSError) else None
+
+    policy = RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=1.0)
+    result = policy.run(
+        attempt,
+        classify,
+        sleep=waits.append,
+        chance=lambda: 1.0,
+        before_retry=lambda: calls.append("touch"),
+    )
+    assert result == ("done", 3, {"TimeoutError": 1, "ConnectionError": 1})
+    assert waits == [0.1, 0.2]
+    assert calls == ["attempt", "touch", "attempt", "touch", "attempt"]
+    # an error it is not told to retry is raised at once; a retried one after the last attempt
+    with pytest.raises(ValueError):
+        policy.run(lambda: int("x"), classify, sleep=waits.append, chance=lambda: 1.0)
+    with pytest.raises(TimeoutError):
+        RetryPolicy(max_attempts=2).run(
+            lambda: (_ for _ in ()).throw(TimeoutError()),
+            classify,
+            sleep=waits.append,
+            chance=lambda: 0.0,
+        )

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from harness.schedule import NS, TICK_NS, Pacer, Round, Schedule
+from harness.model.schedule import NS, TICK_NS, Pacer, Round, Schedule
 from tests.data.clock import FakeClock
 
 #: a wall-clock origin of realistic size (ns since the epoch), so no test relies on small ints

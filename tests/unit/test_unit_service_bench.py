@@ -11,15 +11,13 @@ from typing import Any
 
 import pytest
 
-from harness import (
-    cli,
-    k6,
-    service_bench_cli,
-    service_bench_plots,
-    service_bench_run,
-    service_bench_targets,
-)
-from harness import service_bench as sb
+from harness.bench import k6
+from harness.bench import service as sb
+from harness.bench import service_plots as service_bench_plots
+from harness.bench import service_run as service_bench_run
+from harness.bench import service_targets as service_bench_targets
+from harness.cli import main as cli
+from harness.cli import service_bench as service_bench_cli
 
 # Summaries as tests/load/events.js writes them ($SUMMARY), from a real run of
 # `service-bench --quick` (k6 v1.1.0, this machine, 2026-11-30): seed.js at scale 0.05
@@ -201,12 +199,29 @@ def test_impossible_counts_are_refused() -> None:
 
 
 def test_k6_missing_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(k6.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(k6.shutil, "which", lambda _name, path=None: None)
     with pytest.raises(k6.K6Missing, match=r"pip install -e '\.\[load\]'"):
         k6.binary()
 
 
-def test_the_scripts_are_found_in_the_checkout() -> None:
+def test_k6_is_found_beside_the_interpreter_before_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a virtual environment used without activating it: its bin/ is not on PATH
+    scripts, elsewhere = tmp_path / "venv-bin", tmp_path / "on-path"
+    for folder in (scripts, elsewhere):
+        folder.mkdir()
+        (folder / "k6").write_text("#!/bin/sh\n")
+        (folder / "k6").chmod(0o755)
+    monkeypatch.setattr(k6.sysconfig, "get_path", lambda name: str(scripts))
+    monkeypatch.setenv("PATH", str(elsewhere))
+    assert k6.binary() == str(scripts / "k6")
+    (scripts / "k6").unlink()
+    assert k6.binary() == str(elsewhere / "k6")
+
+
+def test_the_scripts_ship_inside_the_package() -> None:
+    assert k6.LOAD_DIR.parent == Path(k6.__file__).parent
     assert k6.script("seed.js").is_file() and k6.script("open_loop.js").is_file()
     with pytest.raises(FileNotFoundError, match=r"nope\.js not found"):
         k6.script("nope.js")

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from harness.service import ServiceConfig
+from harness.service.aggregator import ServiceConfig
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.services import redact
+from harness.infra.health import redact
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import stats
-from harness.results import load
+from harness.analysis import stats
+from harness.trials.results import load
 from tests.data import runs
 
 # -- the t quantile -------------------------------------------------------------------

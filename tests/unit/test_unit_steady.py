@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness import latency
-from harness.steady import PerSecond, SteadyState, Window, measure
+from harness.model import latency
+from harness.model.steady import PerSecond, SteadyState, Window, measure
 
 
 def hist(ms: float, count: int = 1) -> str:

@@ -10,8 +10,10 @@ import psycopg
 import psycopg.errors as pge
 import pytest
 
-from harness.retry import RetryPolicy
-from harness.store import COLUMNS, Isolation, Prepared, Store, _retry_label, prepare
+from harness.model.modes import Isolation
+from harness.model.retry import RetryPolicy
+from harness.store.batch import COLUMNS, Prepared, prepare
+from harness.store.postgres import Store, _retry_label, psycopg_level
 
 from .conftest import NetworkBlocked
 
@@ -135,7 +137,12 @@ def test_isolation_parse_rejects_unknown_names_listing_choices() -> None:
 
 @pytest.mark.parametrize("level", list(Isolation))
 def test_isolation_maps_to_psycopg(level: Isolation) -> None:
-    assert level.psycopg is psycopg.IsolationLevel[level.name]
+    expected = {
+        Isolation.READ_COMMITTED: psycopg.IsolationLevel.READ_COMMITTED,
+        Isolation.REPEATABLE_READ: psycopg.IsolationLevel.REPEATABLE_READ,
+        Isolation.SERIALIZABLE: psycopg.IsolationLevel.SERIALIZABLE,
+    }
+    assert psycopg_level(level) is expected[level]
 
 
 # -- construction ---------------------------------------------------------------------
@@ -320,7 +327,7 @@ def test_a_failure_before_commit_is_not_uncertain(monkeypatch: pytest.MonkeyPatc
 
 
 def test_runs_merge_each_producers_contiguous_numbers_whatever_the_order() -> None:
-    from harness.store import Entries, Runs
+    from harness.store.batch import Entries, Runs
 
     entries = Entries(
         producers=[7, 7, 9, 7, 7, 9],
@@ -341,7 +348,7 @@ def test_runs_merge_each_producers_contiguous_numbers_whatever_the_order() -> No
 
 
 def test_a_batch_is_prepared_without_repeated_or_applied_entries() -> None:
-    from harness.store import Entries
+    from harness.store.batch import Entries
 
     store = Store(DSN, insert="unnest")
     rows = [ev_row("t", str(i)) for i in range(5)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.runner import Sample, timeseries
-from harness.steady import PerSecond, Window
+from harness.model.steady import PerSecond, Window
+from harness.trials.state import Sample, timeseries
 
 
 def _sample(at: float, retries: int, alive: int) -> Sample:

@@ -1,0 +1,128 @@
+"""What every command shares: exit codes, flags, settings, services, run folders and the
+provenance a run folder records."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness.infra import environment
+from harness.infra.config import Settings
+
+EXIT_OK, EXIT_FAILED_TRIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: exit codes by how a run ended (:func:`harness.cli.progress.conclude`)
+EXITS = {
+    "ok": EXIT_OK,
+    "failed": EXIT_FAILED_TRIAL,
+    "missed": EXIT_FAILED_TRIAL,
+    "interrupted": EXIT_INTERRUPTED,
+}
+
+
+class UsageError(ValueError):
+    """A command-line value is not valid."""
+
+
+#: What must be undone on the way out (embedded servers).
+CLEANUP = contextlib.ExitStack()
+
+
+def experiments_dir(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    here = Path("experiments")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def connection_flags(parser: argparse.ArgumentParser, *, ray: bool = True) -> None:
+    group = parser.add_argument_group("services (flags override HARNESS_* variables)")
+    group.add_argument("--pg-dsn", help="PostgreSQL DSN (HARNESS_PG_DSN)")
+    group.add_argument("--redis-url", help="Redis URL (HARNESS_REDIS_URL)")
+    group.add_argument("--pg-schema", help="PostgreSQL schema for the tables (HARNESS_PG_SCHEMA)")
+    group.add_argument("--key-prefix", help="prefix of every Redis key (HARNESS_KEY_PREFIX)")
+    if ray:
+        group.add_argument("--ray-address", help="attach to this Ray cluster, not a local one")
+        group.add_argument("--ray-tmpdir", help="Ray's session files and logs (HARNESS_RAY_TMPDIR)")
+
+
+def experiment_flags(parser: argparse.ArgumentParser, *, sweeps: str) -> None:
+    """The experiment to run, its overrides, and where its results go."""
+    parser.add_argument("name", help="experiment name (experiments/NAME.toml) or a .toml path")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a parameter; KEY=a,b,c {sweeps} (repeatable)",
+    )
+    parser.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
+    parser.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
+    parser.add_argument("--experiments", help="folder of experiment files (default: experiments/)")
+    parser.add_argument("--quiet", action="store_true", help="no live progress line")
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        pg_dsn=getattr(args, "pg_dsn", None),
+        redis_url=getattr(args, "redis_url", None),
+        pg_schema=getattr(args, "pg_schema", None),
+        key_prefix=getattr(args, "key_prefix", None),
+        ray_address=getattr(args, "ray_address", None),
+        ray_tmpdir=getattr(args, "ray_tmpdir", None),
+        results_dir=getattr(args, "out", None),
+    )
+
+
+def services(
+    args: argparse.Namespace, settings: Settings, console: Console
+) -> tuple[Settings, dict[str, str]]:
+    """The services to use: the configured ones, or embedded ones for a service the user
+    did not choose and that does not answer at its default (see harness.infra.embedded).
+    Embedded servers stop when the command ends (:data:`CLEANUP`)."""
+    from harness.infra import embedded
+
+    explicit = embedded.configured({"pg_dsn": args.pg_dsn, "redis_url": args.redis_url})
+    return CLEANUP.enter_context(
+        embedded.services_or_embedded(
+            settings, explicit=explicit, say=lambda line: console.print(line, soft_wrap=True)
+        )
+    )
+
+
+def new_run_id() -> str:
+    """A run folder's default name: the UTC time, to the second."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_run_dir(settings: Settings, kind: str, run_id: str | None, *, hint: str = "") -> Path:
+    """``results/<kind>/<run id>`` (a UTC time stamp by default), which must not exist."""
+    out = settings.results_dir / kind / (run_id or new_run_id())
+    if out.exists():
+        raise UsageError(f"{out} exists already; choose another --run-id{hint}")
+    return out
+
+
+def provenance(versions: dict[str, str]) -> dict[str, Any]:
+    """What every run folder records of what produced it: the servers, the machine and
+    the software (:func:`harness.infra.environment.describe`), the command line."""
+    return {"servers": versions, "environment": environment.describe(), "argv": sys.argv}
+
+
+def draw_charts(write: Callable[[Path], list[Path]], out: Path, console: Console) -> None:
+    """Draw a run's charts and say where; a chart that fails says why, and the results,
+    already on disk, stay."""
+    try:
+        drawn = write(out)
+        console.print(f"charts: {', '.join(str(c) for c in drawn)}")
+    except Exception as exc:  # the results are safe on disk; say what went wrong
+        console.print(f"[yellow]charts not drawn[/yellow]: {exc!r}")

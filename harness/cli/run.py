@@ -1,0 +1,201 @@
+"""``python -m harness run`` and ``capacity``: an experiment's sweep, or its capacity."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness.cli import common
+from harness.infra import health
+from harness.infra.config import Settings
+from harness.trials import experiment
+
+
+def add(sub: Any) -> None:
+    run = sub.add_parser("run", help="run an experiment's sweep and write its results")
+    common.experiment_flags(run, sweeps="sweeps it")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="a fast look: each configuration once, 10× fewer events (at least 1,000) or "
+        "a tenth of the load (at least 3 s, at most 30,000 events a trial)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue this run: skip the trials it has recorded already",
+    )
+    common.connection_flags(run)
+
+    run.set_defaults(handler=main)
+    cap = sub.add_parser(
+        "capacity",
+        help="find the highest rate each configuration sustains, and its latency below it",
+    )
+    common.experiment_flags(cap, sweeps="searches each value")
+    cap.add_argument(
+        "--quick", action="store_true", help="shorter trials (3 s of load) and a coarser search"
+    )
+    cap.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.1,
+        help="stop when the lowest failed rate is within this share of the highest "
+        "sustained one (0.1)",
+    )
+    cap.add_argument(
+        "--max-trials", type=int, default=8, help="open-loop trials per configuration at most (8)"
+    )
+    cap.add_argument(
+        "--repeat",
+        type=int,
+        help="trials at each share of the capacity, back to back (default: the experiment's "
+        "repeat; 1 with --quick); their spread is the noise",
+    )
+    common.connection_flags(cap)
+
+    cap.set_defaults(handler=capacity_main)
+
+
+def _run_meta(
+    exp: experiment.Experiment, settings: Settings, versions: dict[str, str], **extra: Any
+) -> dict[str, Any]:
+    """What a run folder's meta.json records of what produced it."""
+    return {
+        "experiment": exp.to_dict(),
+        **extra,
+        "settings": {
+            "pg_dsn": health.redact(settings.pg_dsn),
+            "redis_url": health.redact(settings.redis_url),
+            "pg_schema": settings.pg_schema,
+            "key_prefix": settings.key_prefix,
+        },
+        **common.provenance(versions),
+    }
+
+
+def capacity_main(args: argparse.Namespace, console: Console) -> int:
+    from harness.trials import capacity
+
+    exp = experiment.load(experiment.find(args.name, common.experiments_dir(args.experiments)))
+    if args.quick:
+        exp = exp.quick()
+    exp = exp.with_overrides(args.overrides)
+    try:
+        search = capacity.Search(
+            tolerance=args.tolerance if not args.quick else max(args.tolerance, 0.2),
+            max_trials=args.max_trials if not args.quick else min(args.max_trials, 5),
+        )
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
+    repeat = exp.repeat if args.repeat is None else args.repeat
+    if repeat < 1:
+        raise common.UsageError(f"--repeat must be ≥ 1, got {repeat}")
+    configs = capacity.configurations(exp)
+    settings, versions = common.services(args, common.settings_of(args), console)
+    out = common.new_run_dir(settings, exp.name, args.run_id)
+    console.print(
+        f"[bold]{exp.name}[/bold]: capacity of {len(configs)} configuration"
+        f"{'s' if len(configs) != 1 else ''} → {out}"
+    )
+    from harness.cli import capacity as capacity_cli
+
+    meta = _run_meta(
+        exp,
+        settings,
+        versions,
+        quick=bool(args.quick),
+        mode="capacity",
+        search=dataclasses.asdict(search),
+        fractions=list(capacity.FRACTIONS),
+        repeat=repeat,
+    )
+    return common.EXITS[
+        capacity_cli.main(
+            exp, search, settings, out, meta, console, quiet=args.quiet, repeat=repeat
+        )
+    ]
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    exp = experiment.load(experiment.find(args.name, common.experiments_dir(args.experiments)))
+    if args.quick:
+        exp = exp.quick()
+    exp = exp.with_overrides(args.overrides)
+    trials = list(exp.trials())
+    settings, versions = common.services(args, common.settings_of(args), console)
+
+    # Imported here: Ray is slow to import, and list/--help/errors should not wait for it.
+    from harness.cli import progress
+    from harness.trials import cluster, results
+    from harness.trials.runner import Runner
+
+    if args.resume and args.run_id:
+        raise common.UsageError("give --resume RUN_ID or --run-id, not both")
+    run_id = args.resume or args.run_id or common.new_run_id()
+    out = settings.results_dir / exp.name / run_id
+    varying = [k for k in exp.sweep]
+    if args.resume:
+        writer, trials = _resumed(out, trials, exp.name, console)
+    else:
+        if out.exists():
+            raise common.UsageError(f"{out} exists already; choose another --run-id or --resume it")
+        console.print(
+            f"[bold]{exp.name}[/bold]: {len(trials)} trial{'s' if len(trials) != 1 else ''} → {out}"
+        )
+        resolved = results.resolved_trials(trials)
+        writer = results.RunWriter(
+            out,
+            _run_meta(exp, settings, versions, quick=args.quick, resolved_trials=resolved),
+        )
+    with console.status("starting Ray…"):
+        ray_facts = cluster.init(settings)
+    live = progress.LiveProgress(console, varying) if not args.quiet else None
+    runner = Runner(settings, progress=live)
+    finished: list[results.TrialResult] = []
+    status = "complete"
+    try:
+        for position, trial in enumerate(trials, start=1):
+            result, series = runner.run(trial, position=position, total=len(trials))
+            writer.add(result, series)
+            finished.append(result)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        runner.close()
+        cluster.shutdown()
+        writer.finish(status=status, ray=ray_facts, trials_run=len(finished))
+    console.print(progress.summary_table(finished, varying))
+    console.print(f"results: {out}/trials.csv, {out}/meta.json")
+    return common.EXITS[
+        progress.conclude(console, out, finished, interrupted=status == "interrupted")
+    ]
+
+
+def _resumed(
+    out: Path, trials: list[experiment.Trial], name: str, console: Console
+) -> tuple[Any, list[experiment.Trial]]:
+    """The writer of a run to resume, and the trials it has still to run; refuses a run
+    planned with other parameters."""
+    from harness.trials import results
+
+    if not out.exists():
+        raise common.UsageError(f"no run {out} to resume")
+    writer, recorded = results.RunWriter.resume(out)
+    planned = {t["trial_id"] for t in writer.meta.get("resolved_trials", [])}
+    if planned != {t.trial_id for t in trials}:
+        raise common.UsageError(
+            f"{out} was run with other parameters; resume with the same experiment, "
+            "--quick and --set values"
+        )
+    skipped = [t for t in trials if t.trial_id in recorded]
+    todo = [t for t in trials if t.trial_id not in recorded]
+    console.print(
+        f"[bold]{name}[/bold]: resuming {out}: {len(skipped)} trial"
+        f"{'s' if len(skipped) != 1 else ''} recorded, {len(todo)} to run"
+    )
+    return writer, todo

@@ -1,0 +1,1 @@
+"""The system's moving parts: the consumer, the Redis publisher and the HTTP publisher."""

@@ -1,0 +1,3 @@
+"""PostgreSQL: the schema, the named SQL blocks, and the one store class that applies
+batches exactly once.
+"""

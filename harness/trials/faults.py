@@ -1,0 +1,280 @@
+"""Faults injected mid-trial at seeded moments, to show what each design loses.
+
+In an open-loop trial the moments are seeded times inside the measured window, while
+the load flows (:attr:`FaultPlan.at_s`); in a burst they are fractions of the workload:
+the driver injects a fault when the events its consumers have committed first reach that
+share, so it lands mid-trial however fast the machine is. ``publisher-retry`` happens
+inside the publishers (a lost reply after a pipelined XADD, so they send the round
+again): the driver only tells each publisher which rounds, or from which times.
+
+A fault must be shown to have hit something (Jepsen's rule): the runner counts what was
+in flight when each landed, and a fault that found nothing is *missed*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+#: The application name consumers' PostgreSQL connections carry (pg-terminate finds them).
+CONSUMER_APPLICATION = "harness-consumer"
+#: how long a fault waits for work in flight to hit before it lands on nothing. The
+#: seed's list consumers hold events only while they apply them (a few ms in a hundred),
+#: and the driver sees that only through Ray calls to each: 1 s missed about one list
+#: kill in ten under --quick; the stream's pending entries are found at once
+FIND_S = 3.0
+
+
+class Target(Protocol):
+    """A running trial as a fault acts on it (the runner's :class:`FaultTarget`)."""
+
+    def kill_consumer(self) -> int:
+        """Kill a consumer that holds work, start its successor; what it held."""
+        ...
+
+    def busy_backends(self) -> int:
+        """The consumers' PostgreSQL connections in a statement or transaction now."""
+        ...
+
+    def terminate_backends(self) -> None: ...
+
+    def unacknowledged(self) -> int:
+        """Entries queued or in flight in the broker now."""
+        ...
+
+    def restart_redis(self) -> None:
+        """Crash the trial's own redis-server and start it again from its AOF."""
+        ...
+
+    def held(self) -> int:
+        """What the consumers hold now: delivered, unacknowledged entries (or events in
+        hand, on the list broker)."""
+        ...
+
+    def kill_redis_clients(self) -> None: ...
+
+
+def first_nonzero(
+    look: Callable[[], int],
+    patience_s: float = FIND_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """``look()`` until it finds something or ``patience_s`` has passed; what it found."""
+    deadline = clock() + patience_s
+    while True:
+        found = look()
+        if found or clock() > deadline:
+            return found
+        sleep(0.005)
+
+
+class Fault:
+    """One kind of fault: how a trial prepares for it, injects it and measures what it
+    hit, and what loss it admits. The kinds are the subclasses' instances in
+    :data:`FAULTS`; the runner and the invariants ask them, never compare names."""
+
+    name: ClassVar[str]
+    #: injected by the driver at the plan's moments (else inside the publishers, or never)
+    driver_side: ClassVar[bool] = True
+    #: happens inside the publishers: a lost reply after a pipelined XADD
+    publisher_side: ClassVar[bool] = False
+    #: the trial runs a redis-server of its own, persisting to an AOF, to crash
+    own_redis: ClassVar[bool] = False
+    #: successors of killed consumers are started before the trial, so that a kill's
+    #: replacement is up at once
+    spares: ClassVar[bool] = False
+    #: the brokers that lose events under this fault by design (the seed's list hands
+    #: out events and forgets them)
+    lossy_brokers: ClassVar[frozenset[str]] = frozenset()
+    #: confirmed writes the broker itself may lose are counted (``broker_lost``)
+    measures_broker_loss: ClassVar[bool] = False
+
+    def inject(self, target: Target) -> int:
+        """Inject one, now; what it hit (0: nothing in flight)."""
+        raise NotImplementedError(f"{self.name} is not injected by the driver")
+
+    def admits_loss(self, broker: str, appendfsync: str) -> bool:
+        """Whether a trial of this fault on this broker is known to lose events."""
+        return broker in self.lossy_brokers
+
+    def __repr__(self) -> str:
+        return f"<fault {self.name}>"
+
+
+class NoFault(Fault):
+    name = "none"
+    driver_side = False
+
+
+class KillConsumer(Fault):
+    """SIGKILL-like, mid-batch; every other kill right after a commit, before its ack."""
+
+    name = "kill-consumer"
+    spares = True
+    lossy_brokers = frozenset({"list"})
+
+    def inject(self, target: Target) -> int:
+        return target.kill_consumer()
+
+
+class PgTerminate(Fault):
+    """``pg_terminate_backend`` on every consumer connection: open transactions abort."""
+
+    name = "pg-terminate"
+
+    def inject(self, target: Target) -> int:
+        hit = first_nonzero(target.busy_backends)
+        target.terminate_backends()
+        return hit
+
+
+class RedisClientKill(Fault):
+    """``CLIENT KILL`` on the consumers' and publishers' Redis connections."""
+
+    name = "redis-client-kill"
+    lossy_brokers = frozenset({"list"})
+
+    def inject(self, target: Target) -> int:
+        hit = first_nonzero(target.held)
+        target.kill_redis_clients()
+        return hit
+
+
+class RedisRestart(Fault):
+    """The trial's own redis-server crashes and restarts from its AOF."""
+
+    name = "redis-restart"
+    own_redis = True
+    measures_broker_loss = True
+
+    def inject(self, target: Target) -> int:
+        hit = first_nonzero(target.unacknowledged)
+        target.restart_redis()
+        return hit
+
+    def admits_loss(self, broker: str, appendfsync: str) -> bool:
+        # the broker's own loss: writes not yet fsynced when it crashed
+        return appendfsync != "always"
+
+
+class PublisherRetry(Fault):
+    """A lost reply after a pipelined XADD: the publisher sends the round again."""
+
+    name = "publisher-retry"
+    driver_side = False
+    publisher_side = True
+
+
+#: every kind, by name, in the order experiments list them
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        NoFault(),
+        KillConsumer(),
+        PgTerminate(),
+        RedisClientKill(),
+        RedisRestart(),
+        PublisherRetry(),
+    )
+}
+KINDS = tuple(FAULTS)
+
+
+def fault(name: str) -> Fault:
+    """The kind of this name, or :class:`ValueError` listing them."""
+    try:
+        return FAULTS[name]
+    except KeyError:
+        raise ValueError(f"unknown fault {name!r}; choose one of {', '.join(KINDS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultPlan:
+    kind: str
+    #: shares of the workload (0–1) at which to inject, in order (a burst)
+    at: tuple[float, ...] = ()
+    #: seconds since the trial's origin at which to inject, in order (open loop)
+    at_s: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        fault(self.kind)  # a known kind, or ValueError
+        if any(not 0 <= x <= 1 for x in self.at) or list(self.at) != sorted(self.at):
+            raise ValueError("fault moments must be sorted shares of the workload in [0, 1]")
+        if any(not x >= 0 for x in self.at_s) or list(self.at_s) != sorted(self.at_s):
+            raise ValueError("fault times must be sorted seconds ≥ 0")
+        if self.at and self.at_s:
+            raise ValueError("fault moments are shares of the workload or times, not both")
+
+    @classmethod
+    def draw(
+        cls, kind: str, count: int, seed: int, window: tuple[float, float] | None = None
+    ) -> FaultPlan:
+        """``count`` moments: with a ``window`` (its first and end second, open loop),
+        times uniform in its first 90%, while the load still flows; else shares uniform in
+        the middle of the trial (10%–80% of the events)."""
+        if fault(kind) is FAULTS["none"] or count <= 0:
+            return cls(kind)
+        rng = random.Random(f"{seed}:{kind}")
+        if window is not None:
+            start, end = window
+            latest = start + 0.9 * (end - start)
+            return cls(kind, at_s=tuple(sorted(rng.uniform(start, latest) for _ in range(count))))
+        return cls(kind, tuple(sorted(rng.uniform(0.1, 0.8) for _ in range(count))))
+
+    @property
+    def count(self) -> int:
+        return len(self.at) + len(self.at_s)
+
+    @property
+    def fault(self) -> Fault:
+        return fault(self.kind)
+
+    @property
+    def driver_side(self) -> bool:
+        return self.fault.driver_side
+
+    def due(self, done: int, total: int, injected: int, elapsed_s: float = 0.0) -> int:
+        """How many more faults to inject now that ``done`` of ``total`` events are in
+        and ``elapsed_s`` seconds have passed since the trial's origin."""
+        if not self.driver_side or total <= 0:
+            return 0
+        reached = sum(1 for x in self.at if done >= x * total)
+        reached += sum(1 for x in self.at_s if elapsed_s >= x)
+        return max(0, reached - injected)
+
+    def publisher_rounds(self, rounds: list[int]) -> list[tuple[int, ...]]:
+        """For ``publisher-retry``: which rounds each publisher loses the reply of.
+
+        ``rounds[i]`` is how many pipelined rounds publisher ``i`` sends. The moments are
+        shares of all rounds, laid end to end across the publishers.
+        """
+        lost: list[list[int]] = [[] for _ in rounds]
+        total = sum(rounds)
+        if not self.fault.publisher_side or total == 0:
+            return [() for _ in rounds]
+        for share in self.at:
+            position = min(int(share * total), total - 1)
+            for i, n in enumerate(rounds):
+                if position < n:
+                    lost[i].append(position)
+                    break
+                position -= n
+        return [tuple(sorted(set(x))) for x in lost]
+
+    def publisher_times(self, publishers: int, origin_ns: int) -> list[tuple[int, ...]]:
+        """For ``publisher-retry`` under load: the wall-clock times (ns) from which each
+        publisher loses the reply of its next round; the moments go to the publishers in
+        turn."""
+        if not self.fault.publisher_side:
+            return [() for _ in range(publishers)]
+        times = [origin_ns + round(t * 1e9) for t in self.at_s]
+        return [tuple(times[i::publishers]) for i in range(publishers)]
+
+
+def rng_for(seed: int, kind: str) -> random.Random:
+    """The driver's choices (which consumer to kill) for this trial, seeded."""
+    return random.Random(f"{seed}:{kind}:victims")

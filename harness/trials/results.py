@@ -1,0 +1,261 @@
+"""Trial results: one frozen record per trial, ``trials.csv`` and ``meta.json`` on disk.
+
+``load(path)`` is the public way to read a run back (notebooks, plots, reports).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.model.steady import SteadyState
+from harness.trials.experiment import Trial
+
+#: Bumped when the columns or meta.json change meaning. 2: the steady window's columns
+#: (``rate`` … ``not_sustained``), and timeseries.csv a row per second from the actors.
+RESULTS_FORMAT = 2
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrialResult:
+    trial: Trial
+    events_published: int
+    expected_unique: int
+    received: int
+    unique_processed: int
+    duplicate_dropped: int
+    db_rows: int
+    lost: int
+    unexpected: int
+    double_applied: int
+    #: events in deliveries recognised as applied before and skipped (a redelivery after
+    #: a kill, a reclaim or a Redis restart; a publisher's retry with the same
+    #: identities): ``event_stats.redelivered``, counted in the transactions themselves
+    redelivered: int
+    rejected: int
+    elapsed_s: float
+    #: wall clock (ns since the epoch) of the first publish and the last commit, the span
+    #: ``elapsed_s`` measures; 0 when unknown. Not written to trials.csv.
+    started_ns: int = 0
+    ended_ns: int = 0
+    #: time to empty the table, zero the counters and recreate the stream and group
+    reset_s: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    retries: int
+    serialization_failures: int
+    deadlocks: int
+    connection_retries: int
+    #: broken invariants, one line each; empty when the trial holds
+    violations: tuple[str, ...] = ()
+    #: counter breaks expected of the trial's counter strategy at its isolation level
+    anomalies: tuple[str, ...] = ()
+    #: events whose count in ``received`` a lost update overwrote (see invariants.Verdict)
+    lost_updates: int = 0
+    #: faults injected in the trial (see harness.trials.faults)
+    faults_injected: int = 0
+    #: what the faults found in flight when they landed, summed (entries held, open
+    #: transactions, … by kind: see ``Runner._inject``)
+    in_flight_at_fault: int = 0
+    #: faults that found nothing in flight: the trial tested nothing with them
+    faults_missed: int = 0
+    #: events publishers sent again as new after a reply was lost on purpose (receipts)
+    resent: int = 0
+    #: events whose publish outcome was unknown (a connection error), sent again with
+    #: the same identities, stored
+    recovered: int = 0
+    #: events Redis confirmed to a publisher that never reached the store: their entries'
+    #: identities are not among the applied ones (redis-restart: an AOF that had not
+    #: synced them)
+    broker_lost: int = 0
+    #: Ray nodes the trial's publishers and consumers ran on
+    nodes: int = 0
+    #: peak resident memory of the driver and the trial's actors, summed (MiB)
+    rss_peak_mb: float = math.nan
+    #: Redis used_memory, the highest the driver saw (sampled each second, MiB)
+    redis_peak_mb: float = math.nan
+    #: the measured window of an open-loop trial (all NaN for a burst)
+    steady: SteadyState = dataclasses.field(default_factory=SteadyState)
+    error: str | None = None
+
+    @property
+    def invariant_ok(self) -> bool:
+        return not self.violations and self.error is None
+
+    @property
+    def throughput_eps(self) -> float:
+        return self.events_published / self.elapsed_s if self.elapsed_s > 0 else math.nan
+
+    def row(self) -> dict[str, Any]:
+        p = self.trial.params
+        return {
+            "trial": self.trial.index,
+            "trial_id": self.trial.trial_id,
+            "repeat": self.trial.repeat,
+            "seed": self.trial.seed,
+            **dataclasses.asdict(p),
+            "events_published": self.events_published,
+            "expected_unique": self.expected_unique,
+            "received": self.received,
+            "unique_processed": self.unique_processed,
+            "duplicate_dropped": self.duplicate_dropped,
+            "db_rows": self.db_rows,
+            "lost": self.lost,
+            "unexpected": self.unexpected,
+            "double_applied": self.double_applied,
+            "redelivered": self.redelivered,
+            "rejected": self.rejected,
+            "faults_injected": self.faults_injected,
+            "in_flight_at_fault": self.in_flight_at_fault,
+            "faults_missed": self.faults_missed,
+            "resent": self.resent,
+            "recovered": self.recovered,
+            "broker_lost": self.broker_lost,
+            "nodes": self.nodes,
+            "rss_peak_mb": round(self.rss_peak_mb, 1),
+            "redis_peak_mb": round(self.redis_peak_mb, 1),
+            "invariant_ok": self.invariant_ok,
+            "anomaly": bool(self.anomalies),
+            "lost_updates": self.lost_updates,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "throughput_eps": round(self.throughput_eps, 1),
+            "reset_s": round(self.reset_s, 4),
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+            "latency_p99_ms": self.latency_p99_ms,
+            "latency_max_ms": self.latency_max_ms,
+            **self.steady.row(),
+            "retries": self.retries,
+            "serialization_failures": self.serialization_failures,
+            "deadlocks": self.deadlocks,
+            "connection_retries": self.connection_retries,
+            "violations": " | ".join(self.violations),
+            "anomalies": " | ".join(self.anomalies),
+            "error": self.error or "",
+        }
+
+
+def resolved_trials(trials: list[Trial]) -> list[dict[str, Any]]:
+    """What meta.json records of each planned trial: its id, repeat, seed and parameters."""
+    return [
+        {
+            "trial": t.index,
+            "trial_id": t.trial_id,
+            "repeat": t.repeat,
+            "seed": t.seed,
+            "params": dataclasses.asdict(t.params),
+        }
+        for t in trials
+    ]
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class RunWriter:
+    """Writes one run's folder as it goes: a row per finished trial, meta at start and end."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=False)
+        self.meta = {"results_format": RESULTS_FORMAT, "started": now_iso(), **meta}
+        self._write_meta()
+        self._csv = directory / "trials.csv"
+        self._timeseries = directory / "timeseries.csv"
+        self._columns: list[str] | None = None
+
+    @classmethod
+    def resume(cls, directory: Path) -> tuple[RunWriter, set[str]]:
+        """Reopen a run folder to add trials; also returns the trial ids recorded there."""
+        meta_file = directory / "meta.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{directory} is not a run folder (no meta.json)")
+        writer = cls.__new__(cls)
+        writer.directory = directory
+        writer.meta = json.loads(meta_file.read_text())
+        writer._csv = directory / "trials.csv"
+        writer._timeseries = directory / "timeseries.csv"
+        writer._columns = None
+        recorded: set[str] = set()
+        indexes: set[str] = set()
+        if writer._csv.exists():
+            with writer._csv.open(newline="") as f:
+                reader = csv.DictReader(f)
+                writer._columns = list(reader.fieldnames or []) or None
+                for row in reader:
+                    recorded.add(row["trial_id"])
+                    indexes.add(row["trial"])
+        if writer._timeseries.exists():
+            # drop samples of trials that never got their row (interrupted mid-trial)
+            with writer._timeseries.open(newline="") as f:
+                reader = csv.DictReader(f)
+                fields, kept = reader.fieldnames, [r for r in reader if r["trial"] in indexes]
+            with writer._timeseries.open("w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=list(fields or []))
+                out.writeheader()
+                out.writerows(kept)
+        writer.meta.setdefault("resumed", []).append(now_iso())
+        writer._write_meta()
+        return writer, recorded
+
+    def add(self, result: TrialResult, timeseries: list[dict[str, Any]]) -> None:
+        row = result.row()
+        new = self._columns is None
+        columns = self._columns = self._columns or list(row)
+        with self._csv.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if timeseries:
+            first = not self._timeseries.exists()
+            with self._timeseries.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["trial", *timeseries[0]])
+                if first:
+                    writer.writeheader()
+                for sample in timeseries:
+                    writer.writerow({"trial": result.trial.index, **sample})
+
+    def finish(self, **extra: Any) -> None:
+        self.meta.update(extra, finished=now_iso())
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run read back from disk."""
+
+    path: Path
+    meta: dict[str, Any]
+    trials: Any  # pandas.DataFrame
+    timeseries: Any  # pandas.DataFrame (empty when none was recorded)
+    #: ``capacity.csv`` of a capacity search (``harness capacity``); empty otherwise
+    capacity: Any = None
+
+
+def load(path: str | Path) -> Run:
+    """Read a run folder (``results/<experiment>/<run_id>``) into pandas frames."""
+    import pandas as pd
+
+    path = Path(path)
+    meta_file, csv_file = path / "meta.json", path / "trials.csv"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{path} is not a run folder (no meta.json)")
+    meta = json.loads(meta_file.read_text())
+    trials = pd.read_csv(csv_file) if csv_file.exists() else pd.DataFrame()
+    ts_file = path / "timeseries.csv"
+    timeseries = pd.read_csv(ts_file) if ts_file.exists() else pd.DataFrame()
+    cap_file = path / "capacity.csv"
+    capacity = pd.read_csv(cap_file) if cap_file.exists() else pd.DataFrame()
+    return Run(path=path, meta=meta, trials=trials, timeseries=timeseries, capacity=capacity)

@@ -1,0 +1,125 @@
+"""Fault kinds as objects: what each does to a trial, what it hit, what loss it admits."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.trials import faults
+from harness.trials.experiment import TrialParams
+
+
+class FakeTarget:
+    """A trial that records what was done to it; each look finds ``found`` at once."""
+
+    def __init__(self, found: int = 4) -> None:
+        self.found = found
+        self.calls: list[str] = []
+
+    def _look(self, name: str) -> int:
+        self.calls.append(name)
+        return self.found
+
+    def kill_consumer(self) -> int:
+        return self._look("kill_consumer")
+
+    def busy_backends(self) -> int:
+        return self._look("busy_backends")
+
+    def terminate_backends(self) -> None:
+        self.calls.append("terminate_backends")
+
+    def unacknowledged(self) -> int:
+        return self._look("unacknowledged")
+
+    def restart_redis(self) -> None:
+        self.calls.append("restart_redis")
+
+    def held(self) -> int:
+        return self._look("held")
+
+    def kill_redis_clients(self) -> None:
+        self.calls.append("kill_redis_clients")
+
+
+@pytest.mark.parametrize(
+    ("name", "calls"),
+    [
+        ("kill-consumer", ["kill_consumer"]),
+        ("pg-terminate", ["busy_backends", "terminate_backends"]),
+        ("redis-client-kill", ["held", "kill_redis_clients"]),
+        ("redis-restart", ["unacknowledged", "restart_redis"]),
+    ],
+)
+def test_a_driver_side_fault_looks_at_what_is_in_flight_then_strikes(
+    name: str, calls: list[str]
+) -> None:
+    target = FakeTarget(found=4)
+    kind = faults.fault(name)
+    assert kind.driver_side and not kind.publisher_side
+    assert kind.inject(target) == 4
+    assert target.calls == calls
+
+
+@pytest.mark.parametrize("name", ["none", "publisher-retry"])
+def test_faults_the_driver_does_not_inject_refuse_to_be(name: str) -> None:
+    kind = faults.fault(name)
+    assert not kind.driver_side
+    with pytest.raises(NotImplementedError, match=name):
+        kind.inject(FakeTarget())
+
+
+def test_a_fault_that_finds_nothing_in_flight_waits_then_says_so() -> None:
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    looks: list[float] = []
+
+    def look() -> int:
+        looks.append(now[0])
+        return 0
+
+    assert faults.first_nonzero(look, patience_s=0.1, clock=lambda: now[0], sleep=sleep) == 0
+    assert looks[0] == 0.0 and 0.1 <= looks[-1] <= 0.11  # looked until its patience ran out
+    seen = iter([0, 0, 3])
+    assert faults.first_nonzero(lambda: next(seen), clock=lambda: now[0], sleep=sleep) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "broker", "appendfsync", "loses"),
+    [
+        ("none", "list", "everysec", False),
+        ("kill-consumer", "list", "everysec", True),
+        ("kill-consumer", "stream", "everysec", False),
+        ("redis-client-kill", "list", "always", True),
+        ("redis-client-kill", "stream", "everysec", False),
+        ("pg-terminate", "list", "everysec", False),
+        ("redis-restart", "stream", "everysec", True),
+        ("redis-restart", "stream", "always", False),
+        ("publisher-retry", "list", "everysec", False),
+    ],
+)
+def test_each_kind_admits_the_loss_its_design_allows_and_no_other(
+    name: str, broker: str, appendfsync: str, loses: bool
+) -> None:
+    assert faults.fault(name).admits_loss(broker, appendfsync) is loses
+
+
+def test_only_a_crashing_redis_needs_its_own_server_and_counts_what_it_lost() -> None:
+    own = {k for k, f in faults.FAULTS.items() if f.own_redis}
+    measured = {k for k, f in faults.FAULTS.items() if f.measures_broker_loss}
+    assert own == measured == {"redis-restart"}
+    assert {k for k, f in faults.FAULTS.items() if f.spares} == {"kill-consumer"}
+
+
+def test_an_unknown_kind_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown fault 'kill-redis'; choose one of none, "):
+        faults.fault("kill-redis")
+    with pytest.raises(ValueError, match="unknown fault"):
+        faults.FaultPlan("kill-redis")
+
+
+def test_a_trial_over_http_cannot_crash_a_redis_of_its_own() -> None:
+    with pytest.raises(ValueError, match="redis-restart runs its own Redis"):
+        TrialParams(ingress="http", fault="redis-restart")
