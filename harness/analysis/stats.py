@@ -23,7 +23,7 @@ from typing import Any
 from scipy import stats as scipy_stats
 
 from harness.model import steady
-from harness.trials import experiment
+from harness.trials import experiment, results
 from harness.trials.results import Run
 
 #: Values in their natural order (the rest sort after them).
@@ -131,10 +131,10 @@ def frame(run: Run) -> Any:
     t["anomalies"] = t["anomalies"].where(~described | (t["anomalies"] != ""), flag)
     anomalous = (flag.str.lower() == "true") | (t["anomalies"] != "") | (t["lost_updates"] > 0)
     ok = flags(t["invariant_ok"])
-    t["verdict"] = "holds"
-    t.loc[anomalous, "verdict"] = "anomaly"
-    t.loc[~ok, "verdict"] = "violation"
-    t.loc[t["error"] != "", "verdict"] = "did not finish"
+    t["verdict"] = [
+        results.verdict(error=e, invariant_ok=bool(o), anomalous=bool(a))
+        for e, o, a in zip(t["error"], ok, anomalous, strict=True)
+    ]
     t["holds"] = t["verdict"] == "holds"
     published = pd.to_numeric(t["events_published"], errors="coerce")
     t["retries_per_1k"] = 1000 * t["retries"] / published.where(published > 0)

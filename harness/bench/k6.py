@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from harness.infra.redis_server import free_port
+from harness.infra import processes
+from harness.infra.processes import free_port
 
 #: the k6 scripts, shipped with the package
 LOAD_DIR = Path(__file__).resolve().parent / "load"
@@ -209,12 +210,7 @@ def run(
                 tick(elapsed, live_requests(address, client))
                 time.sleep(0.5)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            processes.stop(proc)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0 or not summary_path.exists():

@@ -32,8 +32,9 @@ from harness.bench.service import TARGETS, ServiceBenchConfig
 from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
 from harness.infra import health as services
+from harness.infra import processes
 from harness.infra.config import Settings
-from harness.infra.redis_server import free_port
+from harness.infra.processes import free_port
 from harness.store.postgres import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,13 +179,7 @@ def _wait_healthy(target: Target) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    processes.stop(proc, grace_s=30)
 
 
 # -- what a target kept ------------------------------------------------------------------

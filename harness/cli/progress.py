@@ -71,30 +71,7 @@ class LiveProgress:
         if self._live is not None:
             self._live.stop()
             self._live = None
-        if result.invariant_ok and result.anomalies and result.lost:
-            p = result.trial.params
-            cause = f"under {p.fault}" if p.fault != "none" else "(batches abandoned after retries)"
-            verdict = (
-                f"[yellow]expected loss[/yellow] of the {p.broker} broker {cause}: "
-                f"{result.lost:,} events lost"
-            )
-        elif result.invariant_ok and result.anomalies:
-            verdict = (
-                f"[yellow]expected anomaly[/yellow] ({result.trial.params.counter} at "
-                f"{result.trial.params.isolation}): {result.lost_updates:,} updates lost; "
-                "stored data exact"
-            )
-        elif result.invariant_ok and result.faults_missed:
-            verdict = (
-                f"invariants hold, [bold red]but {result.faults_missed} of its faults hit "
-                "nothing in flight[/bold red]"
-            )
-        elif result.invariant_ok:
-            verdict = "[green]invariants hold[/green]"
-        else:
-            verdict = "[bold red]FAILED[/bold red]: " + (
-                result.error or "; ".join(result.violations)
-            )
+        verdict = _verdict_text(result)
         self.console.print(f"{self._label}  {finished_line(result)}  {verdict}", highlight=False)
 
 
@@ -156,12 +133,10 @@ def summary_table(results: Sequence[TrialResult], varying: Sequence[str]) -> Tab
     if open_loop:
         table.caption = "events/s, p50 and p99: the measured window of open-loop trials"
     for r in results:
-        if not r.invariant_ok:
-            ok = "[red]FAIL[/red]"
-        elif r.anomalies:
-            ok = f"[yellow]anomaly −{r.lost_updates:,}[/yellow]"
-        else:
-            ok = "[green]hold[/green]"
+        ok = {
+            "holds": "[green]hold[/green]",
+            "anomaly": f"[yellow]anomaly −{r.lost_updates:,}[/yellow]",
+        }.get(r.verdict, "[red]FAIL[/red]")
         table.add_row(
             *(str(getattr(r.trial.params, c)) for c in columns),
             f"{r.events_published:,}",
@@ -234,3 +209,27 @@ def conclude(
         return "ok"
     console.print(f"[green]all {len(finished)} trials hold every invariant[/green]")
     return "ok"
+
+
+def _verdict_text(result: TrialResult) -> str:
+    """The live line's words for a trial's verdict (:func:`harness.trials.results.verdict`)."""
+    p = result.trial.params
+    if result.verdict == "anomaly" and result.lost:
+        cause = f"under {p.fault}" if p.fault != "none" else "(batches abandoned after retries)"
+        return (
+            f"[yellow]expected loss[/yellow] of the {p.broker} broker {cause}: "
+            f"{result.lost:,} events lost"
+        )
+    if result.verdict == "anomaly":
+        return (
+            f"[yellow]expected anomaly[/yellow] ({p.counter} at {p.isolation}): "
+            f"{result.lost_updates:,} updates lost; stored data exact"
+        )
+    if result.verdict == "holds" and result.faults_missed:
+        return (
+            f"invariants hold, [bold red]but {result.faults_missed} of its faults hit "
+            "nothing in flight[/bold red]"
+        )
+    if result.verdict == "holds":
+        return "[green]invariants hold[/green]"
+    return "[bold red]FAILED[/bold red]: " + (result.error or "; ".join(result.violations))

@@ -32,7 +32,8 @@ import psycopg
 
 from harness.infra import health as services
 from harness.infra.config import Settings
-from harness.infra.redis_server import ManagedRedis, free_port
+from harness.infra.processes import free_port
+from harness.infra.redis_server import ManagedRedis
 
 UNPRIVILEGED = "nobody"
 

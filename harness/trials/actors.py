@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import resource
-import socket
 import threading
 import time
 import traceback
@@ -22,6 +21,7 @@ import uvicorn
 from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
 from harness.infra.config import Settings
+from harness.infra.processes import free_port
 from harness.pipeline.consumer import Consumer, ConsumerConfig
 from harness.pipeline.http_publisher import HttpPublisher
 from harness.pipeline.publisher import Publisher, PublishPlan
@@ -218,9 +218,7 @@ class ServiceActor:
         from harness.service.app import create_app
 
         host = ray.util.get_node_ip_address()
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            port = int(probe.getsockname()[1])
+        port = free_port(host)
         app = create_app(self.settings, ServiceConfig(host=host, port=port, consumers=0))
         self.server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)

@@ -21,6 +21,22 @@ from harness.trials.experiment import Trial
 RESULTS_FORMAT = 2
 
 
+#: what a trial's checks concluded, worst first
+VERDICTS = ("did not finish", "violation", "anomaly", "holds")
+
+
+def verdict(*, error: str, invariant_ok: bool, anomalous: bool) -> str:
+    """The verdict of a trial (one of :data:`VERDICTS`): ``did not finish`` (an error),
+    ``violation`` (an invariant broke), ``anomaly`` (what its design is known to lose:
+    a counter strategy's lost updates, the list broker's events) or ``holds``. The one
+    place a verdict is decided: the live line, the summary table and the analysis ask it."""
+    if error:
+        return "did not finish"
+    if not invariant_ok:
+        return "violation"
+    return "anomaly" if anomalous else "holds"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrialResult:
     trial: Trial
@@ -88,6 +104,14 @@ class TrialResult:
     @property
     def invariant_ok(self) -> bool:
         return not self.violations and self.error is None
+
+    @property
+    def verdict(self) -> str:
+        return verdict(
+            error=self.error or "",
+            invariant_ok=self.invariant_ok,
+            anomalous=bool(self.anomalies) or self.lost_updates > 0,
+        )
 
     @property
     def throughput_eps(self) -> float:
