@@ -112,7 +112,7 @@ def compare(baseline: Sequence[float], other: Sequence[float]) -> dict[str, floa
 def comparisons(run: Run) -> list[Comparison]:
     """Every comparison the run's sweep allows (see the module's docstring), for the
     trials that ran to their end, read as the summary table reads them."""
-    if run.meta.get("mode") == "capacity":
+    if run.is_capacity:
         return []  # a search's rates are not a sweep; its report has its own spreads
     trials = stats.measured(stats.headline(run))
     if trials.empty:

@@ -146,7 +146,7 @@ def _x_axis(ax: Axes, values: Sequence[float], name: str) -> bool:
 def _scope(run: Run) -> str:
     """What a sweep chart shows of a run that is not all bursts (``run`` as
     :func:`stats.headline` gives it)."""
-    if run.meta.get("mode") == "capacity":
+    if run.is_capacity:
         return (
             " Bursts only: the capacity search's probes (its open-loop trials are in the "
             "capacity and latency-vs-throughput charts)."

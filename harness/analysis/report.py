@@ -84,7 +84,7 @@ def _what_ran(run: Run) -> str:
     for axis in swept:
         if open_loop and axis == "events":
             rows.append(("events", "rate × duration_s in an open-loop trial"))
-        elif axis == "rate" and run.meta.get("mode") == "capacity":
+        elif axis == "rate" and run.is_capacity:
             rows.append(("rate", _searched_rates(trials)))
         else:
             rows.append((f"swept: {axis}", md.values(stats.ordered(axis, trials[axis]))))
@@ -241,7 +241,7 @@ def _results(run: Run) -> str:
 def _open_loop_note(run: Run) -> str:
     if run.trials.empty or not stats.is_open_loop(run.trials).any():
         return ""
-    if run.meta.get("mode") == "capacity":
+    if run.is_capacity:
         return (
             " This table holds the capacity search's bursts; its open-loop trials are under "
             "Capacity and Steady state."

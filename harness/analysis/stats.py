@@ -331,7 +331,7 @@ def headline(run: Run) -> Run:
     if t.empty or not is_open_loop(t).any():
         return run
     open_ = is_open_loop(t)
-    if run.meta.get("mode") == "capacity":
+    if run.is_capacity:
         t = t[~open_]
     else:
         t = t.copy()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -31,8 +30,8 @@ from harness.bench import k6
 from harness.bench.service import TARGETS, ServiceBenchConfig
 from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
+from harness.infra import environment, processes
 from harness.infra import health as services
-from harness.infra import processes
 from harness.infra.config import Settings
 from harness.infra.processes import free_port
 from harness.store.postgres import Store
@@ -323,10 +322,4 @@ HTTP_PACKAGES = ("uvicorn", "starlette", "fastapi", "orjson", "h11", "httptools"
 def http_packages() -> dict[str, str | None]:
     """The versions of :data:`HTTP_PACKAGES` (``None``: not installed; uvicorn then does
     without: h11 for HTTP, asyncio's own loop)."""
-    out: dict[str, str | None] = {}
-    for name in HTTP_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return environment.package_versions(HTTP_PACKAGES)

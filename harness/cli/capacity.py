@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli.session import session
 from harness.infra.config import Settings
 from harness.trials import capacity
 from harness.trials.experiment import Experiment, Trial
@@ -30,43 +31,27 @@ def main(
 ) -> str:
     """Run the search and show its table; returns how the run ended (see
     :func:`harness.cli.progress.conclude`)."""
-    # Imported here: Ray is slow to import.
     from harness.cli import progress
-    from harness.trials import cluster, results
-    from harness.trials.runner import Runner
+    from harness.trials import results
 
     axes = [a for a in exp.sweep if a != "rate"]
     writer = results.RunWriter(out, meta)
-    with console.status("starting Ray…"):
-        ray_facts = cluster.init(settings)
     live = None if quiet else progress.LiveProgress(console, [*axes, "rate"])
-    runner = Runner(settings, progress=live)
-    finished: list[results.TrialResult] = []
-
-    def run_trial(trial: Trial) -> results.TrialResult:
-        result, series = runner.run(trial, position=len(finished) + 1, total=0)
-        writer.add(result, series)
-        finished.append(result)
-        return result
-
     points: list[capacity.Point] = []
-    status = "complete"
-    try:
+    with session(settings, writer, console, live) as current:
+
+        def run_trial(trial: Trial) -> results.TrialResult:
+            return current.run(trial, writer, total=0)
+
         searches = capacity.CapacitySearch(exp, run_trial, search=search, repeat=repeat)
         for point in searches.points():
             points.append(point)
             _write(out / CAPACITY_CSV, points, axes)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
-        runner.close()
-        cluster.shutdown()
-        writer.finish(status=status, ray=ray_facts, trials_run=len(finished))
     console.print(table(points, axes))
     for line in spreads(points, axes):
         console.print(line)
     console.print(f"results: {out}/{CAPACITY_CSV}, {out}/trials.csv, {out}/meta.json")
-    return progress.conclude(console, out, finished, interrupted=status == "interrupted")
+    return progress.conclude(console, out, current.finished, interrupted=current.interrupted)
 
 
 def _write(path: Path, points: list[capacity.Point], axes: list[str]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from harness.cli import common
+from harness.cli.session import session
 from harness.infra import health
 from harness.infra.config import Settings
 from harness.trials import experiment
@@ -131,8 +132,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
 
     # Imported here: Ray is slow to import, and list/--help/errors should not wait for it.
     from harness.cli import progress
-    from harness.trials import cluster, results
-    from harness.trials.runner import Runner
+    from harness.trials import results
 
     if args.resume and args.run_id:
         raise common.UsageError("give --resume RUN_ID or --run-id, not both")
@@ -152,28 +152,14 @@ def main(args: argparse.Namespace, console: Console) -> int:
             out,
             _run_meta(exp, settings, versions, quick=args.quick, resolved_trials=resolved),
         )
-    with console.status("starting Ray…"):
-        ray_facts = cluster.init(settings)
     live = progress.LiveProgress(console, varying) if not args.quiet else None
-    runner = Runner(settings, progress=live)
-    finished: list[results.TrialResult] = []
-    status = "complete"
-    try:
-        for position, trial in enumerate(trials, start=1):
-            result, series = runner.run(trial, position=position, total=len(trials))
-            writer.add(result, series)
-            finished.append(result)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
-        runner.close()
-        cluster.shutdown()
-        writer.finish(status=status, ray=ray_facts, trials_run=len(finished))
+    with session(settings, writer, console, live) as current:
+        for trial in trials:
+            current.run(trial, writer, total=len(trials))
+    finished = current.finished
     console.print(progress.summary_table(finished, varying))
     console.print(f"results: {out}/trials.csv, {out}/meta.json")
-    return common.EXITS[
-        progress.conclude(console, out, finished, interrupted=status == "interrupted")
-    ]
+    return common.EXITS[progress.conclude(console, out, finished, interrupted=current.interrupted)]
 
 
 def _resumed(

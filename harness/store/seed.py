@@ -4,14 +4,12 @@ transaction, three statements. A mixin of :class:`harness.store.postgres.Store`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import psycopg
 
 from harness.model.modes import Isolation
-
-_Result = TypeVar("_Result")
 
 
 class SeedApply:
@@ -27,13 +25,8 @@ class SeedApply:
     def _run(self, name: str, params: Mapping[str, Any] | None = None) -> psycopg.Cursor[Any]:
         raise NotImplementedError
 
-    def _retrying(
-        self,
-        attempt: Callable[[], _Result],
-        received: int,
-        before_retry: Callable[[], None] | None,
-    ) -> tuple[_Result, int, dict[str, int], int]:
-        raise NotImplementedError
+    #: the store's retry loop (:meth:`harness.store.postgres.Store._retrying`)
+    _retrying: Callable[..., tuple[Any, int, dict[str, int], int]]
 
     def apply_like_the_seed(self, event: Mapping[str, Any]) -> bool:
         """The seed report's design, kept to be measured: ONE event per transaction and

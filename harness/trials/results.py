@@ -267,6 +267,15 @@ class Run:
     #: ``capacity.csv`` of a capacity search (``harness capacity``); empty otherwise
     capacity: Any = None
 
+    @property
+    def mode(self) -> str:
+        """What made the run: ``sweep`` (``harness run``) or ``capacity`` (a search)."""
+        return str(self.meta.get("mode", "sweep"))
+
+    @property
+    def is_capacity(self) -> bool:
+        return self.mode == "capacity"
+
 
 def load(path: str | Path) -> Run:
     """Read a run folder (``results/<experiment>/<run_id>``) into pandas frames."""
