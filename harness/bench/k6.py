@@ -1,6 +1,6 @@
-"""The seed's k6 load (``tests/load/*.js``) run from Python: the binary, a run, its summary.
+"""The seed's k6 load (``harness/bench/load/*.js``) run from Python: the binary, a run, its summary.
 
-Every script in ``tests/load`` writes the same JSON summary (``numbers()`` in
+Every script in ``harness/bench/load`` writes the same JSON summary (``numbers()`` in
 ``events.js``) to the path in ``$SUMMARY``; :class:`Summary` is that summary, checked.
 While k6 runs, its REST API (``--address``) answers how many requests it has made so far,
 which is what a progress line shows: the target is left alone.
@@ -59,7 +59,7 @@ def version(executable: str) -> str:
 
 
 def script(name: str) -> Path:
-    """A script of ``tests/load``, or :class:`FileNotFoundError` saying where it looked."""
+    """A script of ``harness/bench/load``, or :class:`FileNotFoundError` saying where it looked."""
     path = LOAD_DIR / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run from a checkout of the repository")

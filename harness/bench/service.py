@@ -4,8 +4,8 @@ The same k6 load against two targets in one run (:mod:`harness.bench.service_run
 it): (s0) a bare endpoint that only parses each POST and XADDs it
 (:mod:`harness.bench.bare_endpoint`), the practical ceiling of one uvicorn worker with k6 on
 the same machine; and (s1) ``harness serve``, the whole service. Each gets the seed's
-closed-loop scenario (``tests/load/seed.js``: ramp to 50 VUs, hold 100, ramp down) and
-an open-loop ladder of rates (``tests/load/open_loop.js``). A rate is *held* when its
+closed-loop scenario (``harness/bench/load/seed.js``: ramp to 50 VUs, hold 100, ramp down) and
+an open-loop ladder of rates (``harness/bench/load/open_loop.js``). A rate is *held* when its
 p99 stays within the objective with under ``max_lost`` of the iterations dropped and
 under ``max_lost`` of the requests failed; a target's highest rate is the last one
 held on the way up the ladder, before the first one not held.

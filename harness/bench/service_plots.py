@@ -39,9 +39,9 @@ def _caption(figures: sb.Figures, cfg: sb.ServiceBenchConfig) -> str:
     seed = "—" if figures.seed_ratio is None else f"{figures.seed_ratio:.2f}"
     rates = "—" if figures.rate_ratio is None else f"{figures.rate_ratio:.2f}"
     return (
-        f"Left: tests/load/seed.js at scale {cfg.scale:g} (up to 100 VUs, closed loop), "
+        f"Left: harness/bench/load/seed.js at scale {cfg.scale:g} (up to 100 VUs, closed loop), "
         f"s1/s0 = {seed}; the dotted line is the seed report's ~{sb.SEED_REPORT_RPS:,} "
-        f"requests/s. Right: tests/load/open_loop.js, {cfg.step_s:g} s a rate; held = p99 "
+        f"requests/s. Right: harness/bench/load/open_loop.js, {cfg.step_s:g} s a rate; held = p99 "
         f"≤ {cfg.slo_p99_ms:g} ms with < {100 * cfg.max_lost:g}% dropped and failed. Highest "
         f"rate held: {rate('s0')}, {rate('s1')}; s1/s0 = {rates}. k6 ran on the same machine."
     )

@@ -4,7 +4,7 @@ An event is ``{topic, event_id, timestamp, source, payload}`` as in the seed rep
 Its identity is ``(topic, event_id)``: two deliveries with the same key are the same
 event, whatever else they carry, and the store keeps the first one it commits.
 
-Limits (checked by :func:`validate`, documented in the README):
+Limits (checked by :func:`validate`, documented in docs/design.md):
 
 - ``topic``, ``event_id``: non-empty strings of at most 255 characters, no NUL;
 - ``source``: a string of at most 255 characters, no NUL (may be empty);

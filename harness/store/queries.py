@@ -1,4 +1,4 @@
-"""Loads the named SQL blocks of ``harness/sql/*.sql``."""
+"""Loads the named SQL blocks of ``harness/store/sql/*.sql``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's k6 load (tests/load/*.js) against `harness serve`, run as a user runs it.
+"""The seed's k6 load (harness/bench/load/*.js) against `harness serve`, run as a user runs it.
 
 What k6 counted is what the service stored: `/stats` grows by exactly the events k6 saw
 accepted (received), the accepted ones that were not re-sends (unique) and the re-sends

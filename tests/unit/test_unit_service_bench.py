@@ -19,7 +19,7 @@ from harness.bench import service_targets as service_bench_targets
 from harness.cli import main as cli
 from harness.cli import service_bench as service_bench_cli
 
-# Summaries as tests/load/events.js writes them ($SUMMARY), from a real run of
+# Summaries as harness/bench/load/events.js writes them ($SUMMARY), from a real run of
 # `service-bench --quick` (k6 v1.1.0, this machine, 2026-11-30): seed.js at scale 0.05
 # against `harness serve`, and open_loop.js at 500/s against it, where k6 dropped 9
 # iterations and p99 went past the objective.

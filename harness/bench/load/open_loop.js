@@ -2,7 +2,7 @@
 // whatever the service's latency (k6's constant-arrival-rate). When no VU is free at an
 // intended start, k6 drops that iteration and counts it in dropped_iterations.
 //
-//   RATE=500 DURATION=30s k6 run tests/load/open_loop.js
+//   RATE=500 DURATION=30s k6 run harness/bench/load/open_loop.js
 //
 // PRE_VUS and MAX_VUS size k6's pool (defaults: enough for 100 ms and 500 ms per request;
 // k6's docs advise preallocating: starting a VU mid-run costs the load generator time);

@@ -1,8 +1,8 @@
 // The seed report's K6 scenario: ramp to 50 VUs over 30 s, hold 100 VUs for 60 s, ramp
 // down over 30 s; one event per POST /publish, 30% re-sends of accepted events.
 //
-//   k6 run tests/load/seed.js                       # against `python -m harness serve`
-//   SCALE=0.05 SUMMARY=out.json k6 run tests/load/seed.js   # 6 s instead of 2 minutes
+//   k6 run harness/bench/load/seed.js                       # against `python -m harness serve`
+//   SCALE=0.05 SUMMARY=out.json k6 run harness/bench/load/seed.js   # 6 s instead of 2 minutes
 //
 // SCALE multiplies every stage's duration; the rest of the environment is in events.js.
 
