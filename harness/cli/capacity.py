@@ -41,7 +41,7 @@ def main(
     with session(settings, writer, console, live) as current:
 
         def run_trial(trial: Trial) -> results.TrialResult:
-            return current.run(trial, writer, total=0)
+            return current.run(trial, total=0)
 
         searches = capacity.CapacitySearch(exp, run_trial, search=search, repeat=repeat)
         for point in searches.points():

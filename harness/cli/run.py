@@ -136,14 +136,14 @@ def main(args: argparse.Namespace, console: Console) -> int:
 
     if args.resume and args.run_id:
         raise common.UsageError("give --resume RUN_ID or --run-id, not both")
-    run_id = args.resume or args.run_id or common.new_run_id()
-    out = settings.results_dir / exp.name / run_id
+    if args.resume:
+        out = settings.results_dir / exp.name / args.resume
+    else:
+        out = common.new_run_dir(settings, exp.name, args.run_id, hint=" or --resume it")
     varying = [k for k in exp.sweep]
     if args.resume:
         writer, trials = _resumed(out, trials, exp.name, console)
     else:
-        if out.exists():
-            raise common.UsageError(f"{out} exists already; choose another --run-id or --resume it")
         console.print(
             f"[bold]{exp.name}[/bold]: {len(trials)} trial{'s' if len(trials) != 1 else ''} → {out}"
         )
@@ -155,7 +155,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     live = progress.LiveProgress(console, varying) if not args.quiet else None
     with session(settings, writer, console, live) as current:
         for trial in trials:
-            current.run(trial, writer, total=len(trials))
+            current.run(trial, total=len(trials))
     finished = current.finished
     console.print(progress.summary_table(finished, varying))
     console.print(f"results: {out}/trials.csv, {out}/meta.json")

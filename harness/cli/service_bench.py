@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -283,10 +282,11 @@ def main(args: argparse.Namespace, console: Console) -> int:
     except (ValueError, FileNotFoundError) as exc:
         return fail(exc)
     base = Settings.from_env(pg_dsn=args.pg_dsn, redis_url=args.redis_url, results_dir=args.out)
-    run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = base.results_dir / "service-bench" / run_id
-    if out.exists():
-        return fail(f"{out} exists already; choose another --run-id")
+    try:
+        out = common.new_run_dir(base, "service-bench", args.run_id)
+    except common.UsageError as exc:
+        return fail(exc)
+    run_id = out.name
     explicit = embedded.configured({"pg_dsn": args.pg_dsn, "redis_url": args.redis_url})
     try:
         stack = contextlib.ExitStack()

@@ -18,13 +18,15 @@ class Session:
     """The runner of a session, and what its trials did so far."""
 
     runner: Any
+    #: the run folder's writer (:class:`harness.trials.results.RunWriter`)
+    writer: Any
     finished: list[Any] = dataclasses.field(default_factory=list)
     status: str = "complete"
 
-    def run(self, trial: Any, writer: Any, *, total: int) -> Any:
+    def run(self, trial: Any, *, total: int) -> Any:
         """Run one trial, record it in the run folder, and return its result."""
         result, series = self.runner.run(trial, position=len(self.finished) + 1, total=total)
-        writer.add(result, series)
+        self.writer.add(result, series)
         self.finished.append(result)
         return result
 
@@ -42,7 +44,7 @@ def session(settings: Settings, writer: Any, console: Console, progress: Any) ->
 
     with console.status("starting Ray…"):
         ray_facts = cluster.init(settings)
-    current = Session(Runner(settings, progress=progress))
+    current = Session(Runner(settings, progress=progress), writer)
     try:
         yield current
     except KeyboardInterrupt:

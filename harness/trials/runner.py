@@ -26,7 +26,6 @@ from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
 from harness.infra.config import Settings
 from harness.infra.redis_server import ManagedRedis
-from harness.model import latency
 from harness.model import steady as steady_mod
 from harness.model.generator import Generator, Workload
 from harness.model.steady import PerSecond, SteadyState, Window
@@ -140,9 +139,9 @@ class Runner:
         try:
             outcome = self._execute(trial, workload, timeseries)
         except TrialError as exc:
-            outcome, error = Outcome.failed(latency.new()), str(exc)
+            outcome, error = Outcome.failed(), str(exc)
         except Exception as exc:  # recorded as the trial's error; the sweep goes on
-            outcome = Outcome.failed(latency.new())
+            outcome = Outcome.failed()
             error = f"{type(exc).__name__}: {exc}".strip()[:500]
         if not outcome.ran:
             self._recover(p.consumers, p.publishers)
@@ -302,10 +301,11 @@ class Runner:
         committed = sum(r.get("received", 0) for r in [*cons.values(), *run.dead_reports])
         since_origin = (time.time_ns() - run.origin_ns) / 1e9
         due = run.fault.due(committed, run.workload.events, run.injected, since_origin)
-        target = self._target(run, cons)
-        for _ in range(due):
-            run.injected += 1
-            run.in_flight.append(run.fault.fault.inject(target))
+        if due:
+            target = self._target(run, cons)
+            for _ in range(due):
+                run.injected += 1
+                run.in_flight.append(run.fault.fault.inject(target))
         sample = Sample(
             elapsed_s=since_origin,
             published=sum(r["events"] for r in pubs),

@@ -9,6 +9,7 @@ import random
 from typing import Any, Protocol
 
 from harness.delivery import broker as broker_mod
+from harness.model import latency
 from harness.model.generator import Workload
 from harness.model.steady import PerSecond, SteadyState, Window
 from harness.pipeline.consumer import ConsumerConfig
@@ -108,10 +109,10 @@ class Outcome:
     ran: bool = True
 
     @classmethod
-    def failed(cls, histogram: Any) -> Outcome:
+    def failed(cls) -> Outcome:
         return cls(
             consumers=[],
-            latency=histogram,
+            latency=latency.new(),
             steady=SteadyState(),
             published=0,
             resent=0,
