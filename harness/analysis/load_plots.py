@@ -96,7 +96,7 @@ def _legend(
 
 def reference(run: Run) -> dict[str, Any]:
     """The experiment's ``[reference]``: figures someone else published (empty if none)."""
-    return dict(run.meta.get("experiment", {}).get("reference") or {})
+    return dict(run.meta.experiment.get("reference") or {})
 
 
 # -- latency vs throughput ---------------------------------------------------------------------

@@ -54,7 +54,7 @@ def write_report(run_path: str | Path) -> Path:
 
 
 def _title(run: Run) -> str:
-    exp = run.meta.get("experiment", {})
+    exp = run.meta.experiment
     name = exp.get("name", run.path.parent.name)
     text = f"# {name}: run {run.path.name}\n"
     description = exp.get("description", "").strip()
@@ -67,18 +67,18 @@ def _title(run: Run) -> str:
 
 
 def _what_ran(run: Run) -> str:
-    exp, meta = run.meta.get("experiment", {}), run.meta
+    exp, meta = run.meta.experiment, run.meta
     trials = stats.frame(run)
-    planned = len(meta.get("resolved_trials", [])) or len(trials)
+    planned = len(meta.resolved_trials) or len(trials)
     swept = stats.swept(run, trials) if not trials.empty else []
     open_loop = not trials.empty and bool(stats.is_open_loop(trials).any())
     rows: list[tuple[str, str]] = []
-    argv = meta.get("argv") or []
+    argv = meta.argv
     if argv:
         rows.append(("command", f"`python -m harness {shlex.join(argv[1:])}`"))
-    status = meta.get("status", "unknown (no end recorded)")
+    status = meta.status or "unknown (no end recorded)"
     rows.append(("status", f"{status}: {len(trials)} of {planned} trials recorded"))
-    rows.append(("started, finished", f"{meta.get('started', '?')}, {meta.get('finished', '?')}"))
+    rows.append(("started, finished", f"{meta.started or '?'}, {meta.finished or '?'}"))
     repeat, seed = exp.get("repeat", 1), exp.get("seed", 0)
     rows.append(("repeats", f"{repeat} per configuration; repetition r uses seed {seed} + r"))
     for axis in swept:
@@ -103,7 +103,7 @@ def _searched_rates(trials: Any) -> str:
 
 
 def _fixed_params(run: Run, trials: Any, swept: Sequence[str]) -> dict[str, Any]:
-    resolved = run.meta.get("resolved_trials") or [{}]
+    resolved = run.meta.resolved_trials or [{}]
     first = resolved[0].get("params", {})
     if not trials.empty:
         first = {k: trials[k].iloc[0] for k in first or stats.DEFAULTS if k in trials}
@@ -111,9 +111,9 @@ def _fixed_params(run: Run, trials: Any, swept: Sequence[str]) -> dict[str, Any]
 
 
 def _environment(run: Run) -> str:
-    env, servers = run.meta.get("environment", {}), run.meta.get("servers", {})
+    env, servers = run.meta.environment, run.meta.servers
     packages = env.get("packages", {})
-    ray = run.meta.get("ray", {})
+    ray = run.meta.ray
     rows = [
         ("git commit", f"`{env.get('git_commit') or 'unknown'}`"),
         ("Python", env.get("python", "?")),
@@ -218,7 +218,7 @@ def summary_table(run: Run) -> str:
 
 def _results(run: Run) -> str:
     trials = stats.measured(stats.headline(run))
-    repeats = run.meta.get("experiment", {}).get("repeat", 1)
+    repeats = run.meta.experiment.get("repeat", 1)
     note = (
         "Each row is the mean over its trials; ± is the half-width of the 95% confidence "
         "interval (Student t), shown when a configuration ran more than once."
@@ -364,7 +364,7 @@ def _capacity(run: Run) -> str:
     summary, axes = stats.capacity_summary(run)
     if summary.empty:
         return ""
-    search = run.meta.get("search", {})
+    search = run.meta.search
     tolerance = search.get("tolerance")
     until = (
         f"until the highest sustained and the lowest failed rate were within {tolerance:.0%} "

@@ -116,10 +116,6 @@ def frame(run: Run) -> Any:
     t = run.trials.copy()
     if t.empty:
         return t
-    if "elapsed_s" not in t and "duration_s" in t:
-        # results format 1 called the measured span duration_s, before that name became
-        # the open-loop parameter
-        t = t.rename(columns={"duration_s": "elapsed_s"})
     if "counter" not in t:
         t["counter"] = "atomic"
     lost_updates = t["lost_updates"] if "lost_updates" in t else pd.Series(0, index=t.index)
@@ -162,7 +158,7 @@ def measured(run: Run) -> Any:
 def swept(run: Run, trials: Any | None = None) -> list[str]:
     """The parameters that take more than one value, in the experiment's sweep order."""
     t = frame(run) if trials is None else trials
-    order = [*run.meta.get("experiment", {}).get("sweep", {}), *experiment.FIELDS]
+    order = [*run.meta.experiment.get("sweep", {}), *experiment.FIELDS]
     return [c for c in dict.fromkeys(order) if c in t and t[c].nunique() > 1]
 
 
@@ -173,7 +169,7 @@ def ordered(axis: str, values: Iterable[Any]) -> list[Any]:
 
 def held(run: Run, trials: Any, keep: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     """``trials`` with every swept axis not in ``keep`` held at one value, and those values."""
-    base = run.meta.get("experiment", {}).get("params", {})
+    base = run.meta.experiment.get("params", {})
     fixed: dict[str, Any] = {}
     for axis in swept(run, trials):
         if axis in keep:

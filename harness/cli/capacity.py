@@ -14,6 +14,7 @@ from harness.cli.session import session
 from harness.infra.config import Settings
 from harness.trials import capacity
 from harness.trials.experiment import Experiment, Trial
+from harness.trials.meta import Meta
 
 CAPACITY_CSV = "capacity.csv"
 
@@ -23,7 +24,7 @@ def main(
     search: capacity.Search,
     settings: Settings,
     out: Path,
-    meta: dict[str, Any],
+    meta: Meta,
     console: Console,
     *,
     quiet: bool = False,

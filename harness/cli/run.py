@@ -14,6 +14,7 @@ from harness.cli.session import session
 from harness.infra import health
 from harness.infra.config import Settings
 from harness.trials import experiment
+from harness.trials.meta import Meta, MetaError
 
 
 def add(sub: Any) -> None:
@@ -63,20 +64,20 @@ def add(sub: Any) -> None:
 
 
 def _run_meta(
-    exp: experiment.Experiment, settings: Settings, versions: dict[str, str], **extra: Any
-) -> dict[str, Any]:
+    exp: experiment.Experiment, settings: Settings, versions: dict[str, str], **fields: Any
+) -> Meta:
     """What a run folder's meta.json records of what produced it."""
-    return {
-        "experiment": exp.to_dict(),
-        **extra,
-        "settings": {
+    return Meta(
+        experiment=exp.to_dict(),
+        **fields,
+        settings={
             "pg_dsn": health.redact(settings.pg_dsn),
             "redis_url": health.redact(settings.redis_url),
             "pg_schema": settings.pg_schema,
             "key_prefix": settings.key_prefix,
         },
         **common.provenance(versions),
-    }
+    )
 
 
 def capacity_main(args: argparse.Namespace, console: Console) -> int:
@@ -150,7 +151,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         resolved = results.resolved_trials(trials)
         writer = results.RunWriter(
             out,
-            _run_meta(exp, settings, versions, quick=args.quick, resolved_trials=resolved),
+            _run_meta(exp, settings, versions, quick=bool(args.quick), resolved_trials=resolved),
         )
     live = progress.LiveProgress(console, varying) if not args.quiet else None
     with session(settings, writer, console, live) as current:
@@ -171,9 +172,11 @@ def _resumed(
 
     if not out.exists():
         raise common.UsageError(f"no run {out} to resume")
-    writer, recorded = results.RunWriter.resume(out)
-    planned = {t["trial_id"] for t in writer.meta.get("resolved_trials", [])}
-    if planned != {t.trial_id for t in trials}:
+    try:
+        writer, recorded = results.RunWriter.resume(out)
+    except (FileNotFoundError, MetaError) as exc:
+        raise common.UsageError(str(exc)) from None
+    if writer.meta.planned != {t.trial_id for t in trials}:
         raise common.UsageError(
             f"{out} was run with other parameters; resume with the same experiment, "
             "--quick and --set values"

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as dt
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from harness.model.steady import SteadyState
+from harness.trials import meta as meta_mod
 from harness.trials.experiment import Trial
+from harness.trials.meta import RESULTS_FORMAT, Meta, now_iso
 
-#: Bumped when the columns or meta.json change meaning. 2: the steady window's columns
-#: (``rate`` … ``not_sustained``), and timeseries.csv a row per second from the actors.
-RESULTS_FORMAT = 2
+__all__ = ["RESULTS_FORMAT", "Meta", "Run", "RunWriter", "TrialResult", "load", "now_iso"]
 
 
 #: what a trial's checks concluded, worst first
@@ -180,18 +178,14 @@ def resolved_trials(trials: list[Trial]) -> list[dict[str, Any]]:
     ]
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 class RunWriter:
     """Writes one run's folder as it goes: a row per finished trial, meta at start and end."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, meta: Meta) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=False)
-        self.meta = {"results_format": RESULTS_FORMAT, "started": now_iso(), **meta}
-        self._write_meta()
+        self.meta = meta
+        meta_mod.write(directory, meta)
         self._csv = directory / "trials.csv"
         self._timeseries = directory / "timeseries.csv"
         self._columns: list[str] | None = None
@@ -199,12 +193,17 @@ class RunWriter:
     @classmethod
     def resume(cls, directory: Path) -> tuple[RunWriter, set[str]]:
         """Reopen a run folder to add trials; also returns the trial ids recorded there."""
-        meta_file = directory / "meta.json"
-        if not meta_file.exists():
-            raise FileNotFoundError(f"{directory} is not a run folder (no meta.json)")
+        meta = meta_mod.read(directory)
+        if meta.results_format in meta_mod.RENAMED_COLUMNS:
+            raise meta_mod.MetaError(
+                f"{directory} is of results format {meta.results_format}, whose trials.csv "
+                f"has other columns than format {RESULTS_FORMAT}'s; it cannot be resumed"
+            )
         writer = cls.__new__(cls)
         writer.directory = directory
-        writer.meta = json.loads(meta_file.read_text())
+        writer.meta = meta.replace(
+            results_format=RESULTS_FORMAT, resumed=[*meta.resumed, now_iso()]
+        )
         writer._csv = directory / "trials.csv"
         writer._timeseries = directory / "timeseries.csv"
         writer._columns = None
@@ -226,8 +225,7 @@ class RunWriter:
                 out = csv.DictWriter(f, fieldnames=list(fields or []))
                 out.writeheader()
                 out.writerows(kept)
-        writer.meta.setdefault("resumed", []).append(now_iso())
-        writer._write_meta()
+        meta_mod.write(directory, writer.meta)
         return writer, recorded
 
     def add(self, result: TrialResult, timeseries: list[dict[str, Any]]) -> None:
@@ -248,20 +246,19 @@ class RunWriter:
                 for sample in timeseries:
                     writer.writerow({"trial": result.trial.index, **sample})
 
-    def finish(self, **extra: Any) -> None:
-        self.meta.update(extra, finished=now_iso())
-        self._write_meta()
-
-    def _write_meta(self) -> None:
-        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+    def finish(self, **changes: Any) -> None:
+        """Record how the run ended (``status``, ``ray``, ``trials_run``: fields of
+        :class:`Meta`) and when."""
+        self.meta = self.meta.replace(**changes, finished=now_iso())
+        meta_mod.write(self.directory, self.meta)
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """A run read back from disk."""
+    """A run read back from disk, upgraded to the current format."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: Meta
     trials: Any  # pandas.DataFrame
     timeseries: Any  # pandas.DataFrame (empty when none was recorded)
     #: ``capacity.csv`` of a capacity search (``harness capacity``); empty otherwise
@@ -270,11 +267,11 @@ class Run:
     @property
     def mode(self) -> str:
         """What made the run: ``sweep`` (``harness run``) or ``capacity`` (a search)."""
-        return str(self.meta.get("mode", "sweep"))
+        return self.meta.mode
 
     @property
     def is_capacity(self) -> bool:
-        return self.mode == "capacity"
+        return self.meta.is_capacity
 
 
 def load(path: str | Path) -> Run:
@@ -282,11 +279,9 @@ def load(path: str | Path) -> Run:
     import pandas as pd
 
     path = Path(path)
-    meta_file, csv_file = path / "meta.json", path / "trials.csv"
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{path} is not a run folder (no meta.json)")
-    meta = json.loads(meta_file.read_text())
+    meta, csv_file = meta_mod.read(path), path / "trials.csv"
     trials = pd.read_csv(csv_file) if csv_file.exists() else pd.DataFrame()
+    trials = trials.rename(columns=meta_mod.RENAMED_COLUMNS.get(meta.results_format, {}))
     ts_file = path / "timeseries.csv"
     timeseries = pd.read_csv(ts_file) if ts_file.exists() else pd.DataFrame()
     cap_file = path / "capacity.csv"

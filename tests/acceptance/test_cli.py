@@ -91,7 +91,7 @@ def test_run_smoke_writes_results_that_hold_every_invariant(
     assert float(row["latency_p50_ms"]) <= float(row["latency_p99_ms"])
 
     meta = json.loads((run / "meta.json").read_text())
-    assert meta["results_format"] == 2
+    assert meta["results_format"] == 3
     assert meta["status"] == "complete"
     assert meta["servers"]["postgresql"] and meta["servers"]["redis"]
     assert meta["environment"]["packages"]["ray"]

@@ -23,6 +23,7 @@ from typing import Any
 from harness.model.steady import SteadyState, Window
 from harness.trials import capacity
 from harness.trials.experiment import Experiment, Trial, TrialParams
+from harness.trials.meta import Meta
 from harness.trials.results import RunWriter, TrialResult, resolved_trials
 
 #: throughput divisor per isolation level
@@ -132,12 +133,12 @@ def make_run(
     return writer.directory
 
 
-def _meta(exp: Experiment, trials: list[Trial], **extra: Any) -> dict[str, Any]:
-    return {
-        "experiment": exp.to_dict(),
-        "resolved_trials": resolved_trials(trials),
-        "servers": {"postgresql": "15.20", "redis": "7.0.15"},
-        "environment": {
+def _meta(exp: Experiment, trials: list[Trial], **fields: Any) -> Meta:
+    return Meta(
+        experiment=exp.to_dict(),
+        resolved_trials=resolved_trials(trials),
+        servers={"postgresql": "15.20", "redis": "7.0.15"},
+        environment={
             "python": "3.11.7",
             "platform": "Linux-test",
             "host": "testhost",
@@ -145,9 +146,9 @@ def _meta(exp: Experiment, trials: list[Trial], **extra: Any) -> dict[str, Any]:
             "git_commit": "0123456789abcdef",
             "packages": {"ray": "2.60.0", "psycopg": "3.3.9", "redis": "8.1.0"},
         },
-        "argv": ["harness", "run", "synthetic"],
-        **extra,
-    }
+        argv=["harness", "run", "synthetic"],
+        **fields,
+    )
 
 
 # -- open-loop trials ---------------------------------------------------------------------
