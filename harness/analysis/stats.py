@@ -23,7 +23,7 @@ from typing import Any
 from scipy import stats as scipy_stats
 
 from harness.model import steady
-from harness.trials import experiment, results
+from harness.trials import experiment, results, roles
 from harness.trials.results import Run
 
 #: Values in their natural order (the rest sort after them).
@@ -319,7 +319,7 @@ def headline(run: Run) -> Run:
     whole-trial latency mixes in the warm-up and the drain: its throughput and latency
     columns become its window's (:data:`HEADLINE`), and ``events``, which it sets from its
     rate × duration, is dropped as an axis. A capacity search's rates are the search's,
-    not a sweep: there only its bursts (the probes) are kept.
+    not a sweep: there only its probes (bursts) are kept.
     """
     import pandas as pd
 
@@ -328,7 +328,7 @@ def headline(run: Run) -> Run:
         return run
     open_ = is_open_loop(t)
     if run.is_capacity:
-        t = t[~open_]
+        t = t[t["role"] == roles.PROBE.name]
     else:
         t = t.copy()
         for whole, window in HEADLINE.items():

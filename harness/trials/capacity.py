@@ -13,7 +13,9 @@ For every configuration of a sweep (the ``rate`` axis aside):
    sees below saturation (100% is the search's own trial); with ``repeat`` > 1, each
    fraction runs that many times back to back, and their spread shows the noise.
 
-Every trial is an ordinary verified trial, recorded in ``trials.csv``; ``capacity.csv``
+Every trial is an ordinary verified trial, recorded in ``trials.csv`` with its role
+(``capacity probe``, ``capacity step``, ``capacity fraction``: :mod:`harness.trials.roles`;
+a step whose rate is a fraction's is that fraction's first run); ``capacity.csv``
 holds one row per configuration and fraction. :class:`Search` decides the next rate from
 what was tried, so the search itself is tested without running anything.
 """
@@ -25,6 +27,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from harness.trials import roles
 from harness.trials.experiment import Experiment, ExperimentError, Trial, TrialParams
 from harness.trials.results import TrialResult
 
@@ -167,25 +170,26 @@ class CapacitySearch:
         for number, params in enumerate(self.configs):
             yield from self._configuration(number, params)
 
-    def _trial(self, params: TrialParams, **changes: Any) -> TrialResult:
+    def _trial(self, params: TrialParams, role: roles.Role, *, rate: float) -> TrialResult:
         trial = Trial(
             index=self._index,
             repeat=0,
             seed=self.exp.seed,
-            params=dataclasses.replace(params, **changes),
+            params=dataclasses.replace(params, rate=rate),
+            purpose=role,
         )
         self._index += 1
         return self._run_trial(trial)
 
     def _configuration(self, number: int, params: TrialParams) -> Iterator[Point]:
-        probe = self._trial(params, rate=0.0)
+        probe = self._trial(params, roles.PROBE, rate=0.0)
         probe_eps = probe.throughput_eps if probe.error is None else math.nan
         if not probe_eps > 0:
             return  # the probe failed: its trial row says why
         tried: list[tuple[float, bool]] = []
         results: dict[float, TrialResult] = {}
         while (rate := self.search.next_rate(probe_eps, tried)) is not None:
-            result = self._trial(params, rate=rate)
+            result = self._trial(params, roles.STEP, rate=rate)
             results[rate] = result
             tried.append((rate, bool(result.steady.sustained) and result.error is None))
         capacity = Search.capacity(tried)
@@ -196,7 +200,7 @@ class CapacitySearch:
             rate = round_rate(capacity * fraction)
             runs = [results[rate]] if rate in results else []
             while len(runs) < self.repeat:  # back to back: their spread is the noise
-                runs.append(self._trial(params, rate=rate))
+                runs.append(self._trial(params, roles.FRACTION, rate=rate))
             results[rate] = runs[0]
             for r, result in enumerate(runs):
                 yield Point(number, fraction, capacity, probe_eps, result, r)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.model.modes import APPENDFSYNC, BROKERS, GENERATE, CounterStrategy, Isolation
-from harness.trials import faults
+from harness.trials import faults, roles
 
 #: Values each categorical axis accepts today; later axes extend these sets.
 #: How consumers treat a second delivery of an entry (:attr:`TrialParams.redelivery`).
@@ -212,6 +212,17 @@ class Trial:
     repeat: int
     seed: int
     params: TrialParams
+    #: what the trial is run for, when not a sweep's (:mod:`harness.trials.roles`)
+    purpose: roles.Role | None = None
+
+    def __post_init__(self) -> None:
+        if self.purpose is not None:
+            self.purpose.check(self.params)
+
+    @property
+    def role(self) -> roles.Role:
+        """The trial's role: its purpose, or a sweep's burst or open-loop trial."""
+        return self.purpose or roles.of_params(self.params)
 
     @property
     def trial_id(self) -> str:

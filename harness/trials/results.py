@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.model.steady import SteadyState
 from harness.trials import meta as meta_mod
+from harness.trials import roles
 from harness.trials.experiment import Trial
 from harness.trials.meta import RESULTS_FORMAT, Meta, now_iso
 
@@ -122,6 +123,7 @@ class TrialResult:
             "trial_id": self.trial.trial_id,
             "repeat": self.trial.repeat,
             "seed": self.trial.seed,
+            "role": self.trial.role.name,
             **dataclasses.asdict(p),
             "events_published": self.events_published,
             "expected_unique": self.expected_unique,
@@ -194,7 +196,7 @@ class RunWriter:
     def resume(cls, directory: Path) -> tuple[RunWriter, set[str]]:
         """Reopen a run folder to add trials; also returns the trial ids recorded there."""
         meta = meta_mod.read(directory)
-        if meta.results_format in meta_mod.RENAMED_COLUMNS:
+        if meta.results_format != RESULTS_FORMAT:
             raise meta_mod.MetaError(
                 f"{directory} is of results format {meta.results_format}, whose trials.csv "
                 f"has other columns than format {RESULTS_FORMAT}'s; it cannot be resumed"
@@ -282,8 +284,23 @@ def load(path: str | Path) -> Run:
     meta, csv_file = meta_mod.read(path), path / "trials.csv"
     trials = pd.read_csv(csv_file) if csv_file.exists() else pd.DataFrame()
     trials = trials.rename(columns=meta_mod.RENAMED_COLUMNS.get(meta.results_format, {}))
+    trials = _with_roles(trials, meta)
     ts_file = path / "timeseries.csv"
     timeseries = pd.read_csv(ts_file) if ts_file.exists() else pd.DataFrame()
     cap_file = path / "capacity.csv"
     capacity = pd.read_csv(cap_file) if cap_file.exists() else pd.DataFrame()
     return Run(path=path, meta=meta, trials=trials, timeseries=timeseries, capacity=capacity)
+
+
+def _with_roles(trials: Any, meta: Meta) -> Any:
+    """``trials`` with its ``role`` column: as recorded (results format 3 on), or for an
+    older run as its rates and mode tell (a capacity search's open-loop trials as steps)."""
+    if trials.empty or "role" in trials:
+        return trials
+    burst, rated = (roles.PROBE, roles.STEP) if meta.is_capacity else (roles.BURST, roles.OPEN_LOOP)
+    import pandas as pd
+
+    rates = pd.to_numeric(trials.get("rate", pd.Series(0, index=trials.index)), errors="coerce")
+    where = trials.columns.get_loc("seed") + 1 if "seed" in trials else 0
+    trials.insert(where, "role", (rates > 0).map({True: rated.name, False: burst.name}))
+    return trials

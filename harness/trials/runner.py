@@ -28,7 +28,7 @@ from harness.infra.config import Settings
 from harness.infra.redis_server import ManagedRedis
 from harness.model import steady as steady_mod
 from harness.model.generator import Generator, Workload
-from harness.model.steady import PerSecond, SteadyState, Window
+from harness.model.steady import PerSecond, SteadyState
 from harness.pipeline.consumer import ConsumerConfig
 from harness.pipeline.publisher import PublishPlan
 from harness.store.postgres import Store
@@ -55,9 +55,6 @@ POLL_S = 0.1
 #: measured duration runs from the actors' own time stamps, not from the polls
 POLL_MAX_S = 0.25
 SAMPLE_S = 1.0
-#: an open-loop schedule starts this long after the trial's set-up, so that every
-#: publisher is running when the first event falls due
-START_LEAD_NS = 500_000_000
 
 
 class Runner:
@@ -186,9 +183,9 @@ class Runner:
         spares = self._take_spares(p.faults if kind.spares else 0)
         ray.get([a.ready.remote() for a in [*consumers, *publishers, *spares]])  # slow to start
         ingress_url = self._ingress_url() if p.ingress == "http" else None
-        # The trial's clock origin: an open-loop schedule starts a moment from now, when
-        # every actor is running; a burst starts when its publishers do.
-        origin_ns = time.time_ns() + (START_LEAD_NS if p.open_loop else 0)
+        # The trial's clock origin, and its window, are its load's (trials.roles)
+        load = trial.role.load
+        origin_ns = load.origin_ns(time.time_ns())
         configs = _consumer_configs(trial, origin_ns)
         setup = {
             "isolation": p.isolation,
@@ -200,7 +197,7 @@ class Runner:
         nodes = ray.get(
             [c.start.remote(cfg, **setup) for c, cfg in zip(consumers, configs, strict=True)]
         )
-        window = Window.of(p.warmup_s, p.duration_s) if p.open_loop else None
+        window = load.window(p)
         # Under load, faults land at seeded times in the measured window; in a burst, at
         # seeded shares of the work committed.
         fault = FaultPlan.draw(
@@ -259,7 +256,7 @@ class Runner:
     def _offer_load(self, run: TrialState) -> None:
         """Start the publishers and watch until every one has sent its slice."""
         p = run.trial.params
-        if not p.open_loop:
+        if run.trial.role.load.restarts_clock():
             run.origin_ns = time.time_ns()  # a burst's clock starts now
         run.started = self._clock()
         run.nodes += ray.get(
@@ -319,7 +316,7 @@ class Runner:
             run.last_sample = now
             run.redis_peak = max(run.redis_peak, self._redis_used_mb(run.broker))
             run.samples.append(sample)
-        deadline = p.timeout_s + (p.duration_s if p.open_loop else 0.0)
+        deadline = run.trial.role.load.deadline_s(p)
         if now - run.started > deadline:
             raise TrialError(f"not drained after {deadline:g} s: {run.broker.backlog()}")
         return pubs

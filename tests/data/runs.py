@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.model.steady import SteadyState, Window
-from harness.trials import capacity
+from harness.trials import capacity, roles
 from harness.trials.experiment import Experiment, Trial, TrialParams
 from harness.trials.meta import Meta
 from harness.trials.results import RunWriter, TrialResult, resolved_trials
@@ -221,7 +221,7 @@ def open_loop_result(trial: Trial, **overrides: Any) -> TrialResult:
         "steady": st,
     }
     # the burst's fields, but these and the trial itself
-    burst = dataclasses.replace(trial, params=dataclasses.replace(p, rate=0.0))
+    burst = Trial(trial.index, trial.repeat, trial.seed, dataclasses.replace(p, rate=0.0))
     return dataclasses.replace(result(burst, **{**fields, **overrides}), trial=trial)
 
 
@@ -301,13 +301,13 @@ def make_capacity_run(
     trials: list[Trial] = []
     points: list[capacity.Point] = []
 
-    def run(p: TrialParams, rate: float, r: int = 0) -> TrialResult:
-        trial = Trial(len(trials), r, exp.seed, dataclasses.replace(p, rate=rate))
+    def run(p: TrialParams, rate: float, r: int = 0, role: roles.Role = roles.STEP) -> TrialResult:
+        trial = Trial(len(trials), r, exp.seed, dataclasses.replace(p, rate=rate), role)
         trials.append(trial)
         return result(trial)
 
     for number, p in enumerate(configs):
-        probe = run(p, 0.0)
+        probe = run(p, 0.0, role=roles.PROBE)
         top = ceiling(p)
         if p.consumers in none_sustained:
             failed = run(p, capacity.round_rate(2 * top))
@@ -316,7 +316,7 @@ def make_capacity_run(
         run(p, capacity.round_rate(1.2 * top))
         for fraction in capacity.FRACTIONS:
             for r in range(repeat):
-                at = run(p, capacity.round_rate(fraction * top), r)
+                at = run(p, capacity.round_rate(fraction * top), r, roles.FRACTION)
                 points.append(capacity.Point(number, fraction, top, probe.throughput_eps, at, r))
     meta = _meta(exp, trials, mode="capacity", search={"tolerance": 0.1, "step": 0.6})
     writer = RunWriter(root / "synthetic" / run_id, meta)

@@ -276,6 +276,13 @@ def test_each_configuration_is_probe_then_search_then_the_missing_fractions() ->
     assert points[-1].result is not None and points[-1].result.trial.params.rate == cap
     # the open-loop trials offer their rate for the experiment's duration
     assert all(t.params.events == round(t.params.rate * 6) for t in system.trials[1:])
+    # each trial says what it was for: the probe, the search's steps, the fractions
+    roles = [t.role.name for t in system.trials]
+    assert roles == [
+        "capacity probe",
+        *["capacity step"] * len(tried),
+        *["capacity fraction"] * 3,
+    ]
 
 
 def test_a_fraction_already_tried_by_the_search_is_not_run_again() -> None:

@@ -87,17 +87,23 @@ def test_a_format_1_run_loads_with_its_columns_renamed() -> None:
     assert (run.trials["elapsed_s"] > 0).all()
 
 
-def test_a_format_1_run_cannot_be_resumed_and_is_left_as_it_was(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_run_cannot_be_resumed_and_is_left_as_it_was(tmp_path: Path, version: int) -> None:
+    """Its trials.csv has other columns (format 2: no ``role``), so rows of this format
+    would not fit under its header."""
     folder = tmp_path / "old"
     shutil.copytree(FORMAT_1, folder)
+    if version == 2:
+        data = {**json.loads((folder / "meta.json").read_text()), "results_format": 2}
+        (folder / "meta.json").write_text(json.dumps(data))
     before = (folder / "meta.json").read_text()
-    with pytest.raises(MetaError, match="cannot be resumed"):
+    with pytest.raises(MetaError, match=f"results format {version}.*cannot be resumed"):
         results.RunWriter.resume(folder)
     assert (folder / "meta.json").read_text() == before
 
 
-def test_a_resumed_format_2_run_is_written_on_as_the_current_format(tmp_path: Path) -> None:
-    (tmp_path / "meta.json").write_text(json.dumps({"results_format": 2, "started": "t"}))
+def test_a_resumed_run_records_when_it_was_resumed(tmp_path: Path) -> None:
+    meta.write(tmp_path, Meta(started="t"))
     writer, recorded = results.RunWriter.resume(tmp_path)
     assert recorded == set()
     again = meta.read(tmp_path)
@@ -105,3 +111,9 @@ def test_a_resumed_format_2_run_is_written_on_as_the_current_format(tmp_path: Pa
     assert len(again.resumed) == 1
     writer.finish(status="complete", trials_run=0)
     assert meta.read(tmp_path).status == "complete" and meta.read(tmp_path).finished
+
+
+def test_an_older_run_gets_its_roles_from_its_rates() -> None:
+    run = results.load(FORMAT_1)
+    assert list(run.trials.columns).index("role") == list(run.trials.columns).index("seed") + 1
+    assert set(run.trials["role"]) == {"burst"}
