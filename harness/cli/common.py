@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import sys
 from collections.abc import Callable
@@ -52,6 +53,64 @@ def connection_flags(parser: argparse.ArgumentParser, *, ray: bool = True) -> No
     if ray:
         group.add_argument("--ray-address", help="attach to this Ray cluster, not a local one")
         group.add_argument("--ray-tmpdir", help="Ray's session files and logs (HARNESS_RAY_TMPDIR)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """A flag that sets one field of a configuration dataclass."""
+
+    field: str
+    #: what the flag sets; ``{default}`` stands for the field's default, which is
+    #: otherwise shown at the end, in parentheses
+    help: str
+
+
+_FLAG_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "int | None": int}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value)
+    return str(value)
+
+
+def config_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config: Any,
+    flags: dict[str, ConfigFlag],
+) -> None:
+    """A flag ``--name`` for each entry of ``flags``, of its field's type, its default
+    ``config``'s value (shown in the help): the default lives in the configuration
+    dataclass alone. :func:`configured` applies what was given."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(config)}
+    for name, flag in flags.items():
+        default = getattr(config, flag.field)
+        text = flag.help.format(default=_shown(default))
+        option = "--" + name.replace("_", "-")
+        if "{default}" not in flag.help and types[flag.field] != "bool":
+            text += f" ({_shown(default)})"
+        if types[flag.field] == "bool":
+            parser.add_argument(option, dest=name, action="store_true", default=None, help=text)
+        elif types[flag.field] in _FLAG_TYPES:
+            parser.add_argument(option, dest=name, type=_FLAG_TYPES[types[flag.field]], help=text)
+        else:  # parsed by the configuration's own rules (a list of rates, say)
+            parser.add_argument(option, dest=name, help=text)
+
+
+def configured(config: Any, args: argparse.Namespace, flags: dict[str, ConfigFlag]) -> Any:
+    """``config`` with the fields whose flags were given; a value the configuration
+    refuses is a :class:`UsageError` that names the flag."""
+    for name, flag in flags.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        try:
+            config = dataclasses.replace(config, **{flag.field: value})
+        except ValueError as exc:
+            raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
+    return config
 
 
 def experiment_flags(parser: argparse.ArgumentParser, *, sweeps: str) -> None:

@@ -4,41 +4,37 @@ dead-lettered."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from typing import Any
 
 from rich.console import Console
 
 from harness.cli import common
+from harness.cli.common import ConfigFlag
 from harness.infra import health as services
+from harness.service.aggregator import ServiceConfig
+
+#: ``serve``'s flags, each a field of :class:`ServiceConfig` (the defaults are its)
+SERVE_FLAGS = {
+    "host": ConfigFlag("host", "address to listen on"),
+    "port": ConfigFlag("port", "port"),
+    "consumers": ConfigFlag(
+        "consumers", "consumer processes storing to PostgreSQL ({default}; 0: ingress only)"
+    ),
+    "workers": ConfigFlag("workers", "HTTP worker processes on the one port"),
+    "batch_size": ConfigFlag("batch_size", "events per transaction"),
+    "linger_ms": ConfigFlag(
+        "linger_ms", "a consumer that keeps up waits this long between reads, to fill its batch"
+    ),
+    "isolation": ConfigFlag("isolation", "transaction isolation level"),
+    "name": ConfigFlag("name", "consumer name prefix; keep it across restarts"),
+}
 
 
 def add(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the aggregator HTTP service")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (8080)")
-    serve.add_argument(
-        "--consumers",
-        type=int,
-        default=2,
-        help="consumer processes storing to PostgreSQL (2; 0: ingress only)",
-    )
-    serve.add_argument(
-        "--workers", type=int, default=1, help="HTTP worker processes on the one port (1)"
-    )
-    serve.add_argument("--batch-size", type=int, default=100, help="events per transaction")
-    serve.add_argument(
-        "--linger-ms",
-        type=float,
-        default=20.0,
-        help="a consumer that keeps up waits this long between reads, to fill its batch (20)",
-    )
-    serve.add_argument("--isolation", default="read_committed", help="transaction isolation level")
-    serve.add_argument(
-        "--name",
-        default="aggregator",
-        help="consumer name prefix; keep it across restarts (aggregator)",
-    )
+    common.config_flags(serve, ServiceConfig(), SERVE_FLAGS)
     serve.add_argument("--access-log", action="store_true", help="log every request")
     # fault injection for the tests: a consumer process dies right after N commits
     serve.add_argument("--crash-after-commits", type=int, help=argparse.SUPPRESS)
@@ -54,21 +50,15 @@ def add(sub: Any) -> None:
 
 def serve_main(args: argparse.Namespace, console: Console) -> int:
     from harness.model.modes import Isolation
-    from harness.service.aggregator import ServiceConfig
     from harness.service.serve import check_address, serve
 
     settings = common.settings_of(args)
+    config = common.configured(ServiceConfig(), args, SERVE_FLAGS)
     try:
-        config = ServiceConfig(
-            host=args.host,
-            port=args.port,
-            consumers=args.consumers,
-            workers=args.workers,
-            linger_ms=args.linger_ms,
+        config = dataclasses.replace(
+            config,
+            isolation=Isolation.parse(config.isolation).value,
             crash_after_commits=args.crash_after_commits,
-            batch_size=args.batch_size,
-            isolation=Isolation.parse(args.isolation).value,
-            name=args.name,
         )
         check_address(config.host, config.port)
     except ValueError as exc:

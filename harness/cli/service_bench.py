@@ -29,6 +29,7 @@ from harness.bench.service import (
     shortfalls,
 )
 from harness.cli import common
+from harness.cli.common import ConfigFlag
 from harness.infra import environment
 from harness.infra.config import Settings
 
@@ -36,16 +37,26 @@ if TYPE_CHECKING:
     from harness.bench.service_targets import Names
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: flag → configuration field, for the flags that set one
-FIELDS = {
-    "scale": "scale",
-    "step_seconds": "step_s",
-    "warmup_seconds": "warmup_s",
-    "slo_ms": "slo_p99_ms",
-    "max_lost": "max_lost",
-    "consumers": "consumers",
-    "workers": "workers",
-    "drain_timeout": "drain_timeout_s",
+#: the flags that set a field of :class:`ServiceBenchConfig` (the defaults are its)
+FLAGS = {
+    "step_seconds": ConfigFlag("step_s", "seconds at each rate of the ladder"),
+    "warmup_seconds": ConfigFlag(
+        "warmup_s", "open-loop load at the lowest rate before measuring, thrown away"
+    ),
+    "slo_ms": ConfigFlag("slo_p99_ms", "the p99 a rate must keep to, ms"),
+    "max_lost": ConfigFlag(
+        "max_lost",
+        "share of iterations dropped, or of requests failed, from which a rate is not held",
+    ),
+    "all_rates": ConfigFlag(
+        "all_rates",
+        "climb the whole ladder (by default a target stops at the first rate it misses)",
+    ),
+    "consumers": ConfigFlag("consumers", "harness serve's consumer processes"),
+    "workers": ConfigFlag("workers", "harness serve's HTTP worker processes"),
+    "drain_timeout": ConfigFlag(
+        "drain_timeout_s", "seconds to wait for s1 to store what it accepted"
+    ),
 }
 RESULTS = "service-bench.json"
 
@@ -64,43 +75,11 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the open-loop ladder, requests/s ({','.join(str(r) for r in d.rates)})",
     )
     parser.add_argument(
-        "--step-seconds", type=float, help=f"seconds at each rate of the ladder ({d.step_s:g})"
-    )
-    parser.add_argument(
         "--scale",
         type=float,
         help=f"the seed scenario's stages times this ({d.scale:g}: {d.seed_s:.0f} s a target)",
     )
-    parser.add_argument(
-        "--warmup-seconds",
-        type=float,
-        help=f"open-loop load at the lowest rate before measuring, thrown away ({d.warmup_s:g})",
-    )
-    parser.add_argument(
-        "--slo-ms", type=float, help=f"the p99 a rate must keep to, ms ({d.slo_p99_ms:g})"
-    )
-    parser.add_argument(
-        "--max-lost",
-        type=float,
-        help=f"share of iterations dropped, or of requests failed, from which a rate is not "
-        f"held ({d.max_lost:g})",
-    )
-    parser.add_argument(
-        "--all-rates",
-        action="store_true",
-        help="climb the whole ladder (by default a target stops at the first rate it misses)",
-    )
-    parser.add_argument(
-        "--consumers", type=int, help=f"harness serve's consumer processes ({d.consumers})"
-    )
-    parser.add_argument(
-        "--workers", type=int, help=f"harness serve's HTTP worker processes ({d.workers})"
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=float,
-        help=f"seconds to wait for s1 to store what it accepted ({d.drain_timeout_s:g})",
-    )
+    common.config_flags(parser, d, FLAGS)
     parser.add_argument("--out", help="results folder (default: results/, HARNESS_RESULTS_DIR)")
     parser.add_argument("--run-id", help="name of the run folder (default: a UTC time stamp)")
     group = parser.add_argument_group("services (flags override HARNESS_* variables)")
@@ -119,17 +98,14 @@ def config_from(args: argparse.Namespace) -> ServiceBenchConfig:
             changes.append(("rates", "rates", parse_rates(args.rates)))
         except ValueError as exc:
             raise ValueError(f"--rates: {exc}") from None
-    for flag, field in FIELDS.items():
-        if getattr(args, flag) is not None:
-            changes.append((flag, field, getattr(args, flag)))
-    if args.all_rates:
-        changes.append(("all_rates", "all_rates", True))
+    if args.scale is not None:
+        changes.append(("scale", "scale", args.scale))
     for flag, field, value in changes:
         try:
             cfg = dataclasses.replace(cfg, **{field: value})
         except ValueError as exc:
             raise ValueError(f"--{flag.replace('_', '-')}: {exc}") from None
-    return cfg
+    return common.configured(cfg, args, FLAGS)  # a UsageError is a ValueError
 
 
 class LiveReporter:

@@ -28,11 +28,10 @@ from harness.delivery.protocol import (
     Backlog,
     Broker,
     Delivery,
+    Outgoing,
     Producer,
     connect,
     entry_fields,
-    identities,
-    kill_clients,
     stamps,
 )
 from harness.model.modes import BROKERS
@@ -54,14 +53,8 @@ def open_broker(kind: str, url: str, keys: Keys, *, role: str | None = None) -> 
     raise ValueError(f"unknown broker {kind!r}; choose one of {', '.join(BROKERS)}")
 
 
-class StreamBroker:
+class StreamBroker(Broker):
     """The events stream, its consumer group and its dead-letter stream."""
-
-    def __init__(self, client: redis.Redis, keys: Keys, producer: Producer | None = None) -> None:
-        self.client = client
-        self.keys = keys
-        #: the identities of the entries this broker publishes (see :class:`Producer`)
-        self.producer = producer or Producer()
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -81,28 +74,12 @@ class StreamBroker:
 
     # -- publishing -------------------------------------------------------------------
 
-    def publish(
-        self,
-        entries: Sequence[tuple[bytes, int]],
-        *,
-        created_ns: int | Sequence[int] | None = None,
-        ids: Sequence[tuple[int, int]] | None = None,
-    ) -> int:
-        """XADD each ``(encoded events, count)`` in one pipelined round trip.
-
-        ``created_ns``: when the entries' events were made or due (one time for all, or
-        one per entry); latency runs from it. Now, when not given. ``ids``: the entries'
-        identities, when this is a round sent again (new ones from :attr:`producer`
-        otherwise).
-        """
-        n = len(entries)
+    def _send(self, outgoing: Sequence[Outgoing]) -> None:
+        """XADD each entry, pipelined."""
         pipe = self.client.pipeline(transaction=False)
-        for (payload, count), stamp, (producer, seq) in zip(
-            entries, stamps(created_ns, n), identities(self.producer, ids, n), strict=True
-        ):
-            pipe.xadd(self.keys.stream, entry_fields(payload, count, stamp, (producer, seq)))
+        for events, count, stamp, identity in outgoing:
+            pipe.xadd(self.keys.stream, entry_fields(events, count, stamp, identity))
         pipe.execute()
-        return n
 
     # -- consuming --------------------------------------------------------------------
 
@@ -269,10 +246,6 @@ class StreamBroker:
         """Entries delivered and not yet acknowledged, by consumer name (``XPENDING``)."""
         summary = self.client.xpending(self.keys.stream, self.keys.group)
         return {_text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []}
-
-    def kill_clients(self, name_prefix: str) -> int:
-        """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""
-        return kill_clients(self.client, name_prefix)
 
     def stream_length(self) -> int:
         return int(self.client.xlen(self.keys.stream))

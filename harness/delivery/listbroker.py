@@ -20,23 +20,20 @@ from harness.delivery.protocol import (
     FIELD_PRODUCER,
     FIELD_SEQ,
     Backlog,
+    Broker,
     Delivery,
+    Outgoing,
     Producer,
-    identities,
-    kill_clients,
-    stamps,
 )
 
 _SEPARATOR = b"\n"
 
 
-class ListBroker:
+class ListBroker(Broker):
     """Same interface as :class:`~harness.delivery.broker.StreamBroker`, none of its guarantees."""
 
     def __init__(self, client: redis.Redis, keys: Keys, producer: Producer | None = None) -> None:
-        self.client = client
-        self.keys = keys
-        self.producer = producer or Producer()
+        super().__init__(client, keys, producer)
         self._popped = 0
 
     def reset(self) -> None:
@@ -45,27 +42,15 @@ class ListBroker:
     def ensure_group(self) -> None:
         pass
 
-    def publish(
-        self,
-        entries: Sequence[tuple[bytes, int]],
-        *,
-        created_ns: int | Sequence[int] | None = None,
-        ids: Sequence[tuple[int, int]] | None = None,
-    ) -> int:
-        n = len(entries)
-        if entries:
-            # "created_ns producer seq\n<events json>": the list holds plain strings
-            marks = stamps(created_ns, n)
-            self.client.rpush(
-                self.keys.queue,
-                *(
-                    b"%s %d %d%s%s" % (stamp, producer, seq, _SEPARATOR, p)
-                    for (p, _), stamp, (producer, seq) in zip(
-                        entries, marks, identities(self.producer, ids, n), strict=True
-                    )
-                ),
-            )
-        return n
+    def _send(self, outgoing: Sequence[Outgoing]) -> None:
+        # "created_ns producer seq\n<events json>": the list holds plain strings
+        self.client.rpush(
+            self.keys.queue,
+            *(
+                b"%s %d %d%s%s" % (stamp, producer, seq, _SEPARATOR, events)
+                for events, _, stamp, (producer, seq) in outgoing
+            ),
+        )
 
     def read(
         self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
@@ -134,6 +119,3 @@ class ListBroker:
     def pending_by_consumer(self) -> dict[str, int]:
         """A list keeps no record of what its consumers hold: nothing to report."""
         return {}
-
-    def kill_clients(self, name_prefix: str) -> int:
-        return kill_clients(self.client, name_prefix)

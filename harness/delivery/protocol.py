@@ -2,18 +2,19 @@
 
 Both brokers (:mod:`harness.delivery.broker`, the stream; :mod:`harness.delivery.listbroker`,
 list) and their users depend on this module, and it on neither: the entry fields, the
-:class:`Delivery` and :class:`Backlog` records, the :class:`Broker` protocol, and the
+`Delivery` and `Backlog` records, the :class:`Broker` base class, and the
 Redis connection every broker opens.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import secrets
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
@@ -189,37 +190,85 @@ def kill_clients(client: redis.Redis, name_prefix: str) -> int:
     return killed
 
 
-class Broker(Protocol):
-    """What consumers, publishers and the runner need of a broker."""
+#: one entry as a broker sends it: its events, their count, its time stamp, its identity
+Outgoing = tuple[bytes, int, bytes, tuple[int, int]]
 
-    client: redis.Redis
-    keys: Keys
-    producer: Producer
 
-    def reset(self) -> None: ...
-    def ensure_group(self) -> None: ...
+class Broker(abc.ABC):
+    """What consumers, publishers and the runner need of a broker; what both brokers share
+    (their connection, keys and producer; publishing's time stamps and identities) is
+    here, and each sends and delivers entries its own way."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, producer: Producer | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        #: the identities of the entries this broker publishes (see :class:`Producer`)
+        self.producer = producer or Producer()
+
     def publish(
         self,
         entries: Sequence[tuple[bytes, int]],
         *,
         created_ns: int | Sequence[int] | None = None,
         ids: Sequence[tuple[int, int]] | None = None,
-    ) -> int: ...
+    ) -> int:
+        """Send each ``(encoded events, count)`` as an entry, in one round trip.
+
+        ``created_ns``: when the entries' events were made or due (one time for all, or
+        one per entry); latency runs from it. Now, when not given. ``ids``: the entries'
+        identities, when this is a round sent again (new ones from :attr:`producer`
+        otherwise).
+        """
+        n = len(entries)
+        if n:
+            marks, names = stamps(created_ns, n), identities(self.producer, ids, n)
+            self._send(
+                [
+                    (events, count, mark, name)
+                    for (events, count), mark, name in zip(entries, marks, names, strict=True)
+                ]
+            )
+        return n
+
+    @abc.abstractmethod
+    def _send(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send the entries in one round trip."""
+
+    def kill_clients(self, name_prefix: str) -> int:
+        """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""
+        return kill_clients(self.client, name_prefix)
+
+    @abc.abstractmethod
+    def reset(self) -> None: ...
+    @abc.abstractmethod
+    def ensure_group(self) -> None: ...
+    @abc.abstractmethod
     def read(
         self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()
     ) -> list[Delivery]: ...
+    @abc.abstractmethod
     def read_own_pending(self, consumer: str, count: int) -> list[Delivery]: ...
+    @abc.abstractmethod
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]: ...
+    @abc.abstractmethod
     def touch(self, consumer: str, entry_ids: Sequence[bytes]) -> None: ...
+    @abc.abstractmethod
     def delivery_counts(self, entry_ids: Sequence[bytes]) -> dict[bytes, int]: ...
+    @abc.abstractmethod
     def ack(self, entry_ids: Sequence[bytes]) -> int: ...
+    @abc.abstractmethod
     def prune_bound_ms(self) -> int: ...
+    @abc.abstractmethod
     def trim(self) -> int: ...
+    @abc.abstractmethod
     def dead_letter(
         self, delivery: Delivery, reason: str, *, consumer: str, ack: bool = True
     ) -> None: ...
+    @abc.abstractmethod
     def dead_letter_count(self) -> int: ...
+    @abc.abstractmethod
     def backlog(self) -> Backlog: ...
+    @abc.abstractmethod
     def stream_length(self) -> int: ...
-    def kill_clients(self, name_prefix: str) -> int: ...
+    @abc.abstractmethod
     def pending_by_consumer(self) -> dict[str, int]: ...

@@ -32,6 +32,16 @@ export function newRun() {
   return { runId: __ENV.RUN_ID || `k6-${Date.now().toString(36)}-${random}` };
 }
 
+/** The scripts' setup(): the run's id, handed to every VU. */
+export function setup() {
+  return newRun();
+}
+
+/** The scripts' iteration: one POST /publish. */
+export default function (data) {
+  publishOne(data);
+}
+
 function freshEvent(runId) {
   sent += 1;
   return JSON.stringify({

@@ -8,7 +8,10 @@
 // k6's docs advise preallocating: starting a VU mid-run costs the load generator time);
 // the rest of the environment is in events.js.
 
-import { newRun, publishOne, summary, summaryTrendStats } from './events.js';
+import { summary, summaryTrendStats } from './events.js';
+
+// every script's setup() and iteration are the same
+export { default, setup } from './events.js';
 
 const RATE = Number(__ENV.RATE || 500);
 const DURATION = __ENV.DURATION || '30s';
@@ -28,14 +31,6 @@ export const options = {
   },
   summaryTrendStats,
 };
-
-export function setup() {
-  return newRun();
-}
-
-export default function (data) {
-  publishOne(data);
-}
 
 export function handleSummary(data) {
   return summary(data, 'open_loop.js', {

@@ -6,7 +6,10 @@
 //
 // SCALE multiplies every stage's duration; the rest of the environment is in events.js.
 
-import { newRun, publishOne, summary, summaryTrendStats } from './events.js';
+import { summary, summaryTrendStats } from './events.js';
+
+// every script's setup() and iteration are the same
+export { default, setup } from './events.js';
 
 const SCALE = Number(__ENV.SCALE || 1);
 const seconds = (s) => `${Math.round(s * SCALE * 1000)}ms`;
@@ -24,14 +27,6 @@ export const options = {
   },
   summaryTrendStats,
 };
-
-export function setup() {
-  return newRun();
-}
-
-export default function (data) {
-  publishOne(data);
-}
 
 export function handleSummary(data) {
   return summary(data, 'seed.js', { executor: 'ramping-vus', scale: SCALE, stages });
