@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ class UsageError(ValueError):
 
 #: What must be undone on the way out (embedded servers).
 CLEANUP = contextlib.ExitStack()
+
+#: Set once this process is told to stop (Ctrl-C, SIGTERM). The signal raises
+#: KeyboardInterrupt too, but a library may swallow that, or turn it into an error of its
+#: own (Ray: the actors got the terminal's Ctrl-C as well, and a call to one that died
+#: fails); a session checks this after every trial, so no interruption is lost.
+STOP = threading.Event()
+
+
+def on_stop_signal(signum: int, frame: object) -> None:
+    """The handler of SIGINT and SIGTERM: remember, then raise KeyboardInterrupt."""
+    STOP.set()
+    raise KeyboardInterrupt
 
 
 def experiments_dir(given: str | None) -> Path:

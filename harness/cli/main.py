@@ -52,19 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends a run like Ctrl-C: results written, Ray stopped
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM ends a run like Ctrl-C: results written, Ray stopped
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, common.on_stop_signal)
     with common.CLEANUP:  # stops embedded servers, if any were started
         return _dispatch(args)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from harness.infra.embedded import EmbeddedError
+    from harness.trials.meta import MetaError
 
     console = Console(highlight=False)
     if not console.is_terminal:
@@ -72,7 +71,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     try:
         return int(args.handler(args, console))
-    except (experiment.ExperimentError, common.UsageError) as exc:
+    except (experiment.ExperimentError, common.UsageError, MetaError) as exc:
         err.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         return common.EXIT_USAGE
     except (services.ServiceUnavailable, FileNotFoundError, EmbeddedError) as exc:

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from harness.cli import common
 from harness.infra.config import Settings
 
 
@@ -26,6 +27,8 @@ class Session:
     def run(self, trial: Any, *, total: int) -> Any:
         """Run one trial, record it in the run folder, and return its result."""
         result, series = self.runner.run(trial, position=len(self.finished) + 1, total=total)
+        if common.STOP.is_set():  # cut short by Ctrl-C, though the trial did not say so
+            raise KeyboardInterrupt
         self.writer.add(result, series)
         self.finished.append(result)
         return result
