@@ -108,6 +108,27 @@ def _windows(timeseries: Any) -> list[tuple[float, float]]:
     return sorted({(float(lo) - 1, float(hi)) for lo, hi in spans.itertuples(index=False)})
 
 
+def fault_spans(t: Any) -> list[tuple[float, float]]:
+    """Each injected fault's span on the time axis, from the trials' ``fault_windows``
+    (an instant fault, a kill, gets a sliver wide enough to see)."""
+    spans = []
+    for text in t["fault_windows"].dropna().astype(str) if "fault_windows" in t else []:
+        for part in filter(None, text.split(";")):
+            start, _, end = part.partition("-")
+            try:
+                lo, hi = float(start), float(end)
+            except ValueError:
+                continue
+            if lo == lo and hi == hi:  # not NaN: the fault ended
+                spans.append((lo, max(hi, lo + FAULT_SLIVER_S)))
+    return sorted(spans)
+
+
+#: the narrowest a fault is drawn, seconds
+FAULT_SLIVER_S = 0.1
+FAULT_COLOUR = "tab:red"
+
+
 def _has_latency(run: Run) -> bool:
     ts = run.timeseries
     return "latency_p99_ms" in ts and bool(ts["latency_p99_ms"].notna().any())
@@ -169,7 +190,7 @@ def throughput_over_time(run: Run) -> Figure:
     t, ts = stats.frame(run), run.timeseries
     style = _TraceStyle.of(run, t)
     panels = stats.ordered(style.panel, t[style.panel]) if style.panel else [None]
-    latency, windows = _has_latency(run), _windows(ts)
+    latency, windows, faults = _has_latency(run), _windows(ts), fault_spans(t)
     banded = bands(run, t)
     per_trial = banded.empty
     steps: Any = stats.rates(run) if per_trial else None
@@ -191,6 +212,11 @@ def throughput_over_time(run: Run) -> Figure:
         )
     if windows:
         caption += " Shaded: the measured window of the open-loop trials."
+    if faults:
+        caption += (
+            " Red: each fault from its injection to its end (a paused consumer's, until it "
+            "went on), the faults of every trial drawn."
+        )
     fig, grid = figure(
         len(panels), "Commit rate over time" + (", per trial" if per_trial else ""), caption,
         rows=2 if latency else 1, height=7.8 if latency else 4.8, sharex=True, sharey="row",
@@ -213,6 +239,11 @@ def throughput_over_time(run: Run) -> Figure:
                     start, end, color="0.5", alpha=0.12 / len(windows), lw=0, zorder=0,
                     label="_measured window",
                 )  # fmt: skip
+            for start, end in faults:
+                ax.axvspan(
+                    start, end, color=FAULT_COLOUR, alpha=max(0.08, 0.3 / len(t)), lw=0,
+                    zorder=0, label="_fault",
+                )  # fmt: skip
             ax.grid(alpha=0.3)
         rows[-1][column].set_xlabel("time since publishing began (s)")
     # shared axes: set the limits once, from every panel's data; a band of two or three
@@ -229,6 +260,8 @@ def throughput_over_time(run: Run) -> Figure:
     handles: list[Any] = style.handles(per_trial=per_trial)
     if windows:
         handles.append(Patch(color="0.5", alpha=0.25, label="measured window"))
+    if faults:
+        handles.append(Patch(color=FAULT_COLOUR, alpha=0.3, label="fault"))
     if handles and len(handles) <= 24:
         fig.legend(handles=handles, loc="outside right center")
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -23,3 +24,25 @@ def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace_s: float =
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def state(pid: int) -> str:
+    """A process's state letter from ``/proc`` (``T``: stopped, ``S``: sleeping, …), or
+    ``""`` when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # "pid (comm) S …": the name may hold spaces and parentheses; the state
+            # follows the last ")"
+            return f.read().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""
+
+
+def signal_process(pid: int, signum: int | None) -> str:
+    """Send ``signum`` to ``pid`` (``None``: only look); its state after (see :func:`state`)."""
+    if signum is not None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return ""
+    return state(pid)

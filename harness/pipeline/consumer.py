@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -133,7 +134,8 @@ class Consumer:
         self._prune_bound_ms: int | None = None
         #: committed entries whose XACK goes out with the next read (see :meth:`step`)
         self._acks: list[bytes] = []
-        self._crash_armed = False
+        #: what to do right after the next commit (fault injection): ``crash`` or ``pause``
+        self._after_commit: str | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; finishes the batch in hand first.
@@ -314,7 +316,7 @@ class Consumer:
         except psycopg.DatabaseError as exc:
             return self._refused(items, exc, committed)
         committed_ns = self._clock_ns()
-        self._maybe_crash()
+        self._fault_after_commit()
         seconds = self._monotonic() - began if self._on_commit is not None else 0.0
         self.stats.committed(
             result,
@@ -408,14 +410,24 @@ class Consumer:
     def crash_after_next_commit(self) -> None:
         """Fault injection: exit the process right after the next commit, before its
         acknowledgement: the worst moment to die (what it committed comes back)."""
-        self._crash_armed = True
+        self._after_commit = "crash"
 
-    def _maybe_crash(self) -> None:
+    def pause_after_next_commit(self) -> None:
+        """Fault injection: stop the process (SIGSTOP) right after the next commit, before
+        its acknowledgement, until someone sends it SIGCONT: a GC pause or a stalled VM
+        at the worst moment. Its peers take over what it holds; when it wakes it
+        acknowledges entries they hold, having applied nothing twice."""
+        self._after_commit = "pause"
+
+    def _fault_after_commit(self) -> None:
         limit = self.config.crash_after_commits
-        if self._crash_armed or (limit is not None and self.stats.batches + 1 >= limit):
+        if self._after_commit == "crash" or (limit is not None and self.stats.batches + 1 >= limit):
             # Fault injection: die like a killed process would, after the commit and
             # before the acknowledgement. No cleanup, no exception handlers.
             os._exit(17)
+        if self._after_commit == "pause":
+            self._after_commit = None
+            os.kill(os.getpid(), signal.SIGSTOP)  # returns when the process is continued
 
 
 def _entries(items: list[tuple[Delivery, list[events.Row]]]) -> Entries:

@@ -8,6 +8,7 @@ event) while the work goes on. Actors are kept across the trials of a run.
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import threading
 import time
@@ -117,6 +118,16 @@ class ConsumerActor:
         the acknowledgement (see :meth:`Consumer.crash_after_next_commit`)."""
         assert self.consumer is not None
         self.consumer.crash_after_next_commit()
+
+    def pause_after_next_commit(self) -> None:
+        """Fault injection: this actor's process stops itself right after its next commit,
+        before the acknowledgement (see :meth:`Consumer.pause_after_next_commit`)."""
+        assert self.consumer is not None
+        self.consumer.pause_after_next_commit()
+
+    def pid(self) -> int:
+        """The actor's process, for a fault that stops and continues it."""
+        return os.getpid()
 
     def progress(self) -> dict[str, Any]:
         assert self.consumer is not None

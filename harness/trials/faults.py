@@ -56,6 +56,16 @@ class Target(Protocol):
 
     def kill_redis_clients(self) -> None: ...
 
+    def pause_consumer(self) -> int:
+        """Stop a consumer that holds work (SIGSTOP) for :func:`pause_s`: at once, or
+        (every other one) right after its next commit, before its acknowledgement; what
+        it held."""
+        ...
+
+    def pausing(self) -> bool:
+        """Whether a consumer is paused now."""
+        ...
+
 
 def first_nonzero(
     look: Callable[[], int],
@@ -92,6 +102,12 @@ class Fault:
     lossy_brokers: ClassVar[frozenset[str]] = frozenset()
     #: confirmed writes the broker itself may lose are counted (``broker_lost``)
     measures_broker_loss: ClassVar[bool] = False
+    #: lasts beyond its injection (a pause): its window ends when the runner ends it
+    lasting: ClassVar[bool] = False
+
+    def ready(self, target: Target) -> bool:
+        """Whether one can be injected now (else the runner tries at its next poll)."""
+        return True
 
     def inject(self, target: Target) -> int:
         """Inject one, now; what it hit (0: nothing in flight)."""
@@ -161,6 +177,32 @@ class RedisRestart(Fault):
         return appendfsync != "always"
 
 
+class PauseConsumer(Fault):
+    """A consumer stops (SIGSTOP: a GC pause, a stalled VM) for longer than
+    ``claim_idle_ms``, then goes on (SIGCONT). Its peers take over its pending entries
+    (XAUTOCLAIM) and apply them; when it wakes it finishes the batch it held and
+    acknowledges it, and XACK names no consumer, so it acknowledges what its peers hold:
+    the trap of exactly-once effects. Every other pause lands right after a commit,
+    before its acknowledgement, so its peers meet entries already applied, which they
+    must recognise. It hit what its peers took over while it slept (none: missed). One
+    pause at a time."""
+
+    name = "pause-consumer"
+    lasting = True
+
+    def ready(self, target: Target) -> bool:
+        return not target.pausing()
+
+    def inject(self, target: Target) -> int:
+        return target.pause_consumer()
+
+
+def pause_s(claim_idle_ms: int) -> float:
+    """How long a pause lasts: twice the idle time after which peers take a consumer's
+    entries over, and a second, so that they do, and apply them, while it sleeps."""
+    return 2 * claim_idle_ms / 1000 + 1.0
+
+
 class PublisherRetry(Fault):
     """A lost reply after a pipelined XADD: the publisher sends the round again."""
 
@@ -179,6 +221,7 @@ FAULTS: dict[str, Fault] = {
         RedisClientKill(),
         RedisRestart(),
         PublisherRetry(),
+        PauseConsumer(),
     )
 }
 KINDS = tuple(FAULTS)
@@ -215,15 +258,19 @@ class FaultPlan:
     ) -> FaultPlan:
         """``count`` moments: with a ``window`` (its first and end second, open loop),
         times uniform in its first 90%, while the load still flows; else shares uniform in
-        the middle of the trial (10%–80% of the events)."""
+        the middle of the trial (10%–80% of the events). A fault that lasts (a pause)
+        gets one moment in the first half of each of ``count`` equal slots, so that each
+        has time to end before the next is due."""
         if fault(kind) is FAULTS["none"] or count <= 0:
             return cls(kind)
         rng = random.Random(f"{seed}:{kind}")
-        if window is not None:
-            start, end = window
-            latest = start + 0.9 * (end - start)
-            return cls(kind, at_s=tuple(sorted(rng.uniform(start, latest) for _ in range(count))))
-        return cls(kind, tuple(sorted(rng.uniform(0.1, 0.8) for _ in range(count))))
+        low, high = (window[0], window[0] + 0.9 * (window[1] - window[0])) if window else (0.1, 0.8)
+        if fault(kind).lasting:
+            slot = (high - low) / count
+            moments = [low + i * slot + rng.uniform(0, slot / 2) for i in range(count)]
+        else:
+            moments = sorted(rng.uniform(low, high) for _ in range(count))
+        return cls(kind, at_s=tuple(moments)) if window else cls(kind, tuple(moments))
 
     @property
     def count(self) -> int:

@@ -81,6 +81,8 @@ class TrialResult:
     in_flight_at_fault: int = 0
     #: faults that found nothing in flight: the trial tested nothing with them
     faults_missed: int = 0
+    #: each fault's span, ``start-end`` seconds since the trial's origin, ``;`` between
+    fault_windows: str = ""
     #: events publishers sent again as new after a reply was lost on purpose (receipts)
     resent: int = 0
     #: events whose publish outcome was unknown (a connection error), sent again with
@@ -139,6 +141,7 @@ class TrialResult:
             "faults_injected": self.faults_injected,
             "in_flight_at_fault": self.in_flight_at_fault,
             "faults_missed": self.faults_missed,
+            "fault_windows": self.fault_windows,
             "resent": self.resent,
             "recovered": self.recovered,
             "broker_lost": self.broker_lost,

@@ -14,7 +14,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from harness.trials.experiment import Trial
 from harness.trials.faults import FaultPlan
 from harness.trials.results import TrialResult
 from harness.trials.state import (
+    FaultWindow,
     NoProgress,
     Outcome,
     Progress,
@@ -47,7 +48,7 @@ from harness.trials.state import (
     TrialState,
     timeseries,
 )
-from harness.trials.target import FaultTarget
+from harness.trials.target import FaultTarget, continue_process
 
 POLL_S = 0.1
 #: the longest pause between polls of a trial without faults: each poll is a Ray call to
@@ -161,8 +162,11 @@ class Runner:
         self, trial: Trial, workload: Workload, timeseries: list[dict[str, Any]]
     ) -> Outcome:
         run = self._set_up(trial, workload)
-        self._offer_load(run)
-        self._drain(run)
+        try:
+            self._offer_load(run)
+            self._drain(run)
+        finally:
+            self._continue_paused(run, every=True)  # never leave a consumer stopped
         outcome, series = self._collect(run)
         timeseries.extend(series)
         return outcome
@@ -215,7 +219,7 @@ class Runner:
             spares=spares,
             configs=configs,
             consumer_setup=setup,
-            fault=fault,
+            fault_plan=fault,
             plans=_publish_plans(trial, workload, fault, origin_ns),
             origin_ns=origin_ns,
             window=window,
@@ -286,23 +290,23 @@ class Runner:
         # Faults are injected at a poll, so trials with faults poll often throughout;
         # the others poll often at first (short trials end soon) and less later.
         elapsed = self._clock() - run.started
-        time.sleep(POLL_S if run.fault.driver_side else min(POLL_MAX_S, POLL_S + elapsed / 4))
+        time.sleep(POLL_S if run.fault_plan.driver_side else min(POLL_MAX_S, POLL_S + elapsed / 4))
         now = self._clock()
+        self._continue_paused(run)
         pubs = ray.get([pub.progress.remote() for pub in run.publishers])
-        cons = self._poll_consumers(run.alive)
-        for report in [*pubs, *cons.values()]:
+        polled = self._poll_consumers(run.alive, skip=run.paused)
+        for report in [*pubs, *polled.values()]:
             if report["error"]:
                 raise TrialError(report["error"].strip().splitlines()[-1])
         if not run.alive:
             raise TrialError("every consumer died")
+        # a paused consumer answers nothing: it counts as it last said
+        cons = {**{i: pause.report for i, pause in run.paused.items()}, **polled}
         committed = sum(r.get("received", 0) for r in [*cons.values(), *run.dead_reports])
-        since_origin = (time.time_ns() - run.origin_ns) / 1e9
-        due = run.fault.due(committed, run.workload.events, run.injected, since_origin)
+        since_origin = self._since_origin(run)
+        due = run.fault_plan.due(committed, run.workload.events, run.injected, since_origin)
         if due:
-            target = self._target(run, cons)
-            for _ in range(due):
-                run.injected += 1
-                run.in_flight.append(run.fault.fault.inject(target))
+            self._inject(run, cons, due)
         sample = Sample(
             elapsed_s=since_origin,
             published=sum(r["events"] for r in pubs),
@@ -320,6 +324,38 @@ class Runner:
         if now - run.started > deadline:
             raise TrialError(f"not drained after {deadline:g} s: {run.broker.backlog()}")
         return pubs
+
+    def _inject(self, run: TrialState, reports: dict[int, dict[str, Any]], due: int) -> None:
+        """Inject the faults due, each in a window of its own; one that cannot land yet
+        (a pause while another goes on) waits for a later poll."""
+        kind, target = run.fault_plan.fault, self._target(run, reports)
+        for _ in range(due):
+            if not kind.ready(target):
+                return
+            target.window = window = FaultWindow(self._since_origin(run))
+            run.windows.append(window)
+            run.injected += 1
+            run.in_flight.append(kind.inject(target))
+            if not kind.lasting:
+                window.end_s = self._since_origin(run)
+
+    def _continue_paused(self, run: TrialState, *, every: bool = False) -> None:
+        """Continue the paused consumers whose pause is over (``every``: all of them). A
+        pause hit what its peers took over meanwhile: that is the fault's in-flight
+        count (none taken over: it missed)."""
+        for index, pause in list(run.paused.items()):
+            if not every and self._clock() < pause.until:
+                continue
+            continue_process(pause.node, pause.pid)
+            pause.window.end_s = self._since_origin(run)
+            del run.paused[index]
+            peers = self._poll_consumers(run.alive, skip=run.paused)
+            taken = sum(r.get("delivered_again", 0) for i, r in peers.items() if i != index)
+            run.in_flight[pause.fault] = max(0, taken - pause.reclaimed_before)
+
+    @staticmethod
+    def _since_origin(run: TrialState) -> float:
+        return (time.time_ns() - run.origin_ns) / 1e9
 
     def _collect(self, run: TrialState) -> tuple[Outcome, list[dict[str, Any]]]:
         """Stop the actors and gather what they counted: totals, per-second series, the
@@ -339,10 +375,12 @@ class Runner:
         )
         last_ns = max((r["last_commit_ns"] for r in reports), default=0)
         injected, in_flight = run.injected, list(run.in_flight)
-        if run.fault.fault.publisher_side:
+        if run.fault_plan.fault.publisher_side:
             # each lost reply hit the round it belonged to, by construction
             injected = sum(r.get("replies_lost", 0) for r in pub_reports)
-            in_flight = [1] * injected + [0] * max(0, run.fault.count - injected)
+            in_flight = [1] * injected
+        # a planned fault that never landed (the trial ended first) hit nothing
+        in_flight += [0] * max(0, run.fault_plan.count - injected)
         per_second = PerSecond.merge(pub_reports, everyone)
         steady = (
             steady_mod.measure(per_second, run.window, offered_eps=p.rate, slo_p99_ms=p.slo_p99_ms)
@@ -367,6 +405,7 @@ class Runner:
             faults_injected=injected,
             in_flight_at_fault=sum(in_flight),
             faults_missed=sum(1 for hit in in_flight if hit == 0),
+            fault_windows=";".join(w.text() for w in run.windows),
             producers={
                 r["producer"]: r["entries_numbered"] for r in pub_reports if r.get("producer")
             },
@@ -417,8 +456,12 @@ class Runner:
                     ray.kill(actor)
                     pool[i] = self._new_actor(cls)
 
-    def _poll_consumers(self, alive: dict[int, Any]) -> dict[int, dict[str, Any]]:
-        refs = {i: actor.progress.remote() for i, actor in alive.items()}
+    def _poll_consumers(
+        self, alive: dict[int, Any], skip: Container[int] = ()
+    ) -> dict[int, dict[str, Any]]:
+        """The reports of the live consumers but ``skip`` (paused ones answer nothing);
+        drops the ones that died from ``alive``."""
+        refs = {i: actor.progress.remote() for i, actor in alive.items() if i not in skip}
         reports = {}
         for i, ref in refs.items():
             try:

@@ -40,6 +40,35 @@ class Sample:
         return max(0, self.published - self.committed)
 
 
+@dataclasses.dataclass
+class FaultWindow:
+    """When one injected fault began and ended, seconds since the trial's origin (an
+    instant fault ends when its injection returns; a pause when the process continues)."""
+
+    start_s: float
+    end_s: float | None = None
+
+    def text(self) -> str:
+        return f"{self.start_s:.2f}-{self.end_s if self.end_s is not None else math.nan:.2f}"
+
+
+@dataclasses.dataclass
+class Pause:
+    """A consumer stopped by ``pause-consumer``, and what to continue it by."""
+
+    pid: int
+    node: str
+    #: the driver's clock (monotonic s) at which it is continued
+    until: float
+    #: which fault this is: its window, and its place in :attr:`TrialState.in_flight`
+    window: FaultWindow
+    fault: int
+    #: its last report before it stopped (it answers no calls while stopped)
+    report: dict[str, Any]
+    #: events its peers had taken over from others when it stopped
+    reclaimed_before: int
+
+
 @dataclasses.dataclass(kw_only=True)
 class TrialState:
     """What the phases of one trial share while it runs."""
@@ -58,7 +87,7 @@ class TrialState:
     spares: list[Any]
     configs: list[ConsumerConfig]
     consumer_setup: dict[str, Any]
-    fault: FaultPlan
+    fault_plan: FaultPlan
     plans: list[PublishPlan]
     #: wall clock (ns) the trial's seconds count from
     origin_ns: int
@@ -75,6 +104,10 @@ class TrialState:
     samples: list[Sample] = dataclasses.field(default_factory=list)
     #: what each fault injected so far found in flight (0: it hit nothing)
     in_flight: list[int] = dataclasses.field(default_factory=list)
+    #: each injected fault's span
+    windows: list[FaultWindow] = dataclasses.field(default_factory=list)
+    #: consumers stopped by a pause, by index: not polled until they are continued
+    paused: dict[int, Pause] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,6 +138,8 @@ class Outcome:
     nodes: int
     rss_peak_mb: float
     redis_peak_mb: float
+    #: each fault's span, ``start-end`` seconds since the origin, ``;`` between them
+    fault_windows: str = ""
     #: whether the trial ran to its end (a failed one has only what the store holds)
     ran: bool = True
 

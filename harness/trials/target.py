@@ -7,24 +7,48 @@ runner holds (the actors, the store's connection, the trial's own redis-server).
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from harness.delivery.keys import Keys
+from harness.infra import processes
 from harness.infra.redis_server import ManagedRedis
 from harness.store.postgres import Store
-from harness.trials.faults import CONSUMER_APPLICATION, FIND_S
-from harness.trials.state import TrialState
+from harness.trials.faults import CONSUMER_APPLICATION, FIND_S, pause_s
+from harness.trials.state import FaultWindow, Pause, TrialState
 
 #: how long a consumer armed to die after its next commit is given to commit one (under
 #: load, milliseconds); one that has not died by then is killed like the others
 CRASH_WAIT_S = 5.0
 
 Reports = dict[int, dict[str, Any]]
+#: the states /proc gives a stopped process
+STOPPED = ("T", "t")
+
+
+@ray.remote(num_cpus=0)
+def _signal_on_node(pid: int, signum: int | None) -> str:
+    return processes.signal_process(pid, signum)
+
+
+def signal_actor(node: str, pid: int, signum: int | None = None) -> str:
+    """Send ``signum`` to process ``pid`` on Ray node ``node`` (``None``: only look), from
+    the driver when it is that node, else from a task placed there; its state after."""
+    if node == ray.get_runtime_context().get_node_id():
+        return processes.signal_process(pid, signum)
+    on_node = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+    return str(ray.get(_signal_on_node.options(scheduling_strategy=on_node).remote(pid, signum)))
+
+
+def continue_process(node: str, pid: int) -> None:
+    """SIGCONT a paused consumer's process (gone already: nothing to do)."""
+    signal_actor(node, pid, signal.SIGCONT)
 
 
 @dataclasses.dataclass
@@ -40,6 +64,8 @@ class FaultTarget:
     poll_consumers: Callable[[dict[int, Any]], Reports]
     #: the consumers' reports at the poll that injects the fault
     reports: Reports = dataclasses.field(default_factory=dict)
+    #: the window of the fault being injected (set by the runner before each)
+    window: FaultWindow | None = None
 
     def kill_consumer(self) -> int:
         """SIGKILL-like: no cleanup, mid-batch. A new actor takes the same consumer name,
@@ -84,6 +110,39 @@ class FaultTarget:
         channel = self.run.brokers["stream"]
         channel.kill_clients(self.keys.client_name("consumer"))
         channel.kill_clients(self.keys.client_name("publisher"))
+
+    def pause_consumer(self) -> int:
+        """Stop a consumer that holds work until the runner continues it (its pause is
+        :func:`~harness.trials.faults.pause_s` long); every other pause lands right after
+        a commit, before its acknowledgement. What it held."""
+        run = self.run
+        assert self.window is not None, "the runner sets the fault's window"
+        index, hit = self._victim()
+        actor = run.alive[index]
+        pid, node = ray.get([actor.pid.remote(), actor.ready.remote()])
+        report = self.reports.get(index) or self.poll_consumers({index: actor}).get(index, {})
+        peers = {i: r for i, r in self.reports.items() if i != index}
+        reclaimed_before = sum(r.get("delivered_again", 0) for r in peers.values())
+        if len(run.in_flight) % 2 == 1:
+            ray.get(actor.pause_after_next_commit.remote())
+            deadline = time.monotonic() + CRASH_WAIT_S
+            while signal_actor(node, pid) not in STOPPED and time.monotonic() < deadline:
+                time.sleep(0.005)
+        if signal_actor(node, pid) not in STOPPED:  # nothing to commit: stop it as it is
+            signal_actor(node, pid, signal.SIGSTOP)
+        run.paused[index] = Pause(
+            pid=pid,
+            node=node,
+            until=time.monotonic() + pause_s(run.trial.params.claim_idle_ms),
+            window=self.window,
+            fault=len(run.in_flight),
+            report=report,
+            reclaimed_before=reclaimed_before,
+        )
+        return hit
+
+    def pausing(self) -> bool:
+        return bool(self.run.paused)
 
     def _victim(self) -> tuple[int, int]:
         """The consumer to kill: one that holds work now (seeded among those that do), and

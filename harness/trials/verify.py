@@ -74,6 +74,7 @@ def result(
         faults_injected=outcome.faults_injected,
         in_flight_at_fault=outcome.in_flight_at_fault,
         faults_missed=outcome.faults_missed,
+        fault_windows=outcome.fault_windows,
         resent=outcome.resent,
         recovered=outcome.resent_uncertain if stored.lost == 0 else 0,
         broker_lost=lost_by_broker,

@@ -40,6 +40,13 @@ class FakeTarget:
     def kill_redis_clients(self) -> None:
         self.calls.append("kill_redis_clients")
 
+    def pause_consumer(self) -> int:
+        self.paused = True
+        return self._look("pause_consumer")
+
+    def pausing(self) -> bool:
+        return getattr(self, "paused", False)
+
 
 @pytest.mark.parametrize(
     ("name", "calls"),
@@ -48,6 +55,7 @@ class FakeTarget:
         ("pg-terminate", ["busy_backends", "terminate_backends"]),
         ("redis-client-kill", ["held", "kill_redis_clients"]),
         ("redis-restart", ["unacknowledged", "restart_redis"]),
+        ("pause-consumer", ["pause_consumer"]),
     ],
 )
 def test_a_driver_side_fault_looks_at_what_is_in_flight_then_strikes(
@@ -123,3 +131,40 @@ def test_an_unknown_kind_is_refused_with_the_known_ones() -> None:
 def test_a_trial_over_http_cannot_crash_a_redis_of_its_own() -> None:
     with pytest.raises(ValueError, match="redis-restart runs its own Redis"):
         TrialParams(ingress="http", fault="redis-restart")
+
+
+def test_a_pause_lasts_and_waits_for_the_one_before_it_to_end() -> None:
+    kind, target = faults.fault("pause-consumer"), FakeTarget()
+    assert kind.lasting and not faults.fault("kill-consumer").lasting
+    assert kind.ready(target)
+    kind.inject(target)
+    assert not kind.ready(target)  # one pause at a time
+    assert faults.fault("kill-consumer").ready(target)
+
+
+@pytest.mark.parametrize("broker", ["stream", "list"])
+def test_a_pause_admits_no_loss(broker: str) -> None:
+    """The paused consumer goes on and commits what it held: later, never lost."""
+    assert not faults.fault("pause-consumer").admits_loss(broker, "everysec")
+
+
+@pytest.mark.parametrize(("claim_idle_ms", "seconds"), [(500, 2.0), (2000, 5.0)])
+def test_a_pause_outlasts_the_idle_time_peers_take_entries_over_after(
+    claim_idle_ms: int, seconds: float
+) -> None:
+    assert faults.pause_s(claim_idle_ms) == seconds > claim_idle_ms / 1000
+
+
+@pytest.mark.parametrize("window", [(1.0, 11.0), None])
+def test_pauses_are_planned_a_slot_apart_so_each_can_end_before_the_next(
+    window: tuple[float, float] | None,
+) -> None:
+    """One moment in the first half of each of ``count`` equal slots of the span."""
+    plan = faults.FaultPlan.draw("pause-consumer", 3, seed=7, window=window)
+    moments = plan.at_s if window else plan.at
+    low, high = (1.0, 10.0) if window else (0.1, 0.8)
+    slot = (high - low) / 3
+    assert len(moments) == 3
+    for i, moment in enumerate(moments):
+        assert low + i * slot <= moment <= low + (i + 0.5) * slot
+    assert faults.FaultPlan.draw("pause-consumer", 3, seed=7, window=window) == plan  # seeded

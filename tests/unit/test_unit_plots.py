@@ -670,6 +670,35 @@ def windows(ax: Any) -> list[Any]:
     return [p for p in ax.patches if p.get_label() == "_measured window"]
 
 
+def test_each_fault_is_shaded_from_its_start_to_its_end(tmp_path: Path) -> None:
+    """A pause spans seconds; a kill, an instant, still shows; an unended one is left out."""
+
+    def outcome(trial: Any) -> dict[str, Any]:
+        if trial.params.consumers == 1:
+            return {"fault_windows": "1.50-3.50;4.00-4.01"}
+        return {"fault_windows": "2.00-nan"}
+
+    run = load(
+        runs.make_run(tmp_path, sweep={"consumers": [1, 2]}, params=OPEN_LOOP, outcome=outcome)
+    )
+    assert time_plots.fault_spans(run.trials) == [(1.5, 3.5), (4.0, 4.1)]
+    fig = time_plots.throughput_over_time(run)
+    for ax in fig.axes:
+        spans = [p for p in ax.patches if p.get_label() == "_fault"]
+        assert [(p.get_x(), round(p.get_x() + p.get_width(), 6)) for p in spans] == [
+            (1.5, 3.5),
+            (4.0, 4.1),
+        ]
+    assert "fault" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Red: each fault" in " ".join(fig.get_supxlabel().split())
+
+
+def test_trials_without_faults_shade_none(tmp_path: Path) -> None:
+    run = load(runs.make_run(tmp_path, sweep={"consumers": [1, 2]}, params=OPEN_LOOP))
+    fig = time_plots.throughput_over_time(run)
+    assert not [p for ax in fig.axes for p in ax.patches if p.get_label() == "_fault"]
+
+
 def test_repeated_configurations_get_a_mean_line_in_a_band_per_configuration(
     tmp_path: Path,
 ) -> None:
