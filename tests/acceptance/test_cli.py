@@ -296,6 +296,38 @@ def test_faults_lose_nothing_on_the_stream(settings: Settings, tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_a_paused_consumers_work_is_taken_over_and_applied_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """pause-consumer under load: each pause outlasts claim_idle_ms, so the paused
+    consumer's peers take its entries over and apply them; it wakes and acknowledges
+    them. Every other pause lands right after a commit, so a peer meets entries already
+    applied: recognised, never applied twice. With the one counter row (atomic), a pause
+    mid-transaction holds it, and its peers wait for it to wake."""
+    proc = harness(
+        "run", "smoke", "--out", str(tmp_path), "--run-id", "p", "--quiet",
+        "--set", "rate=2000", "--set", "duration_s=9", "--set", "warmup_s=1",
+        "--set", "fault=pause-consumer", "--set", "faults=2", "--set", "claim_idle_ms=500",
+        "--set", "consumers=3", "--set", "repeat=1",
+        env=_env(settings),
+        timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = list(csv.DictReader((tmp_path / "smoke" / "p" / "trials.csv").open()))
+    assert row["invariant_ok"] == "True" and row["anomaly"] == "False", row
+    assert int(row["faults_injected"]) == 2 and int(row["faults_missed"]) == 0, row
+    assert int(row["redelivered"]) > 0, row  # the zombie's work, recognised
+    assert int(row["lost"]) == 0 and int(row["double_applied"]) == 0
+    assert int(row["db_rows"]) == int(row["unique_processed"]) == int(row["expected_unique"])
+    assert int(row["received"]) == int(row["unique_processed"]) + int(row["duplicate_dropped"])
+    spans = [tuple(map(float, w.split("-"))) for w in row["fault_windows"].split(";")]
+    assert len(spans) == 2
+    for start, end in spans:  # each pause outlasted claim_idle_ms: 2 s (pause_s)
+        assert end - start >= 1.9, spans
+    assert spans[0][1] <= spans[1][0]  # one at a time
+
+
+@pytest.mark.slow
 def test_bench_runs_every_part_and_verifies_them(settings: Settings, tmp_path: Path) -> None:
     proc = harness(
         "bench",
