@@ -104,6 +104,8 @@ def _reachable_by(user: pwd.struct_passwd, path: Path) -> bool:
 class EmbeddedPostgres:
     directory: Path
     port: int = dataclasses.field(default_factory=free_port)
+    #: server settings (``-c name=value``), e.g. ``synchronous_commit``
+    options: dict[str, str] = dataclasses.field(default_factory=dict)
     _as: pwd.struct_passwd | None = None
     _bin: Path = Path()
     _temporary: bool = False
@@ -167,7 +169,8 @@ class EmbeddedPostgres:
             "60",
             "start",
             "-o",
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            + "".join(f" -c {name}={value}" for name, value in self.options.items()),
         )
         deadline = time.monotonic() + 30
         while True:
@@ -180,6 +183,17 @@ class EmbeddedPostgres:
                         f"the embedded PostgreSQL on port {self.port} does not answer"
                     ) from None
                 time.sleep(0.1)
+
+    def crash(self) -> None:
+        """Stop at once, as in a crash: no checkpoint, every backend killed; the next
+        start recovers from the WAL (what was not flushed is gone)."""
+        self._run(str(self._bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m",
+                  "immediate", "-w", "stop")  # fmt: skip
+
+    def restart(self) -> None:
+        """Crash, then start again (crash recovery)."""
+        self.crash()
+        self.start()
 
     def stop(self) -> None:
         with contextlib.suppress(EmbeddedError, FileNotFoundError):

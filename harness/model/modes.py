@@ -19,6 +19,9 @@ BROKERS = ("stream", "list")
 GENERATE = ("inline", "ahead")
 #: redis-server's appendfsync policies a trial may ask for (:mod:`harness.infra.redis_server`)
 APPENDFSYNC = ("always", "everysec")
+#: PostgreSQL's synchronous_commit a trial's own server may run with (fault = pg-crash):
+#: ``off`` tells a client its commit succeeded before the WAL is on disk
+SYNCHRONOUS_COMMIT = ("on", "off")
 
 _Choice = TypeVar("_Choice", bound=enum.Enum)
 

@@ -71,6 +71,10 @@ class ConsumerConfig:
     recognise: bool = True
     #: fault injection: exit the process, unacknowledged, after this many commits
     crash_after_commits: int | None = None
+    #: keep the key of every event in a commit this consumer was told succeeded
+    #: (:attr:`ConsumerStats.committed_keys`), so that a commit the database loses
+    #: afterwards is told apart from an event that never reached it (``pg-crash``)
+    record_commits: bool = False
     #: while the consumer keeps up (its last read was less than a batch), it reads at
     #: most once per this many ms, so that a transaction carries what arrived meanwhile
     #: rather than one or two events (Kafka's fetch.max.wait, Nagle's algorithm). 0:
@@ -316,6 +320,8 @@ class Consumer:
         except psycopg.DatabaseError as exc:
             return self._refused(items, exc, committed)
         committed_ns = self._clock_ns()
+        if self.config.record_commits:
+            self.stats.committed_keys.update(f"{row[0]}\x1f{row[1]}" for row in batch)
         self._fault_after_commit()
         seconds = self._monotonic() - began if self._on_commit is not None else 0.0
         self.stats.committed(

@@ -210,3 +210,5 @@ class Verification:
     distinct_keys: int
     lost: int
     unexpected: int
+    #: the lost keys ``(topic, event_id)``, when asked for
+    missing: tuple[tuple[str, str], ...] = ()

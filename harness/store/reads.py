@@ -53,8 +53,11 @@ class Reads:
         with conn.transaction():
             return int(self._one("prune_applied", {"before_ms": int(before_ms)})[0])
 
-    def verify(self, expected_keys: Iterable[tuple[str, str]]) -> Verification:
-        """Compare the stored keys with the keys that should be there."""
+    def verify(
+        self, expected_keys: Iterable[tuple[str, str]], *, with_missing: bool = False
+    ) -> Verification:
+        """Compare the stored keys with the keys that should be there; ``with_missing``:
+        name the lost ones too (:attr:`Verification.missing`)."""
         rows, distinct = self._one("count_rows")
         with self.conn.transaction():
             self._run("create_expected")
@@ -64,8 +67,13 @@ class Reads:
                     copy.write_row(key)
             self._run("analyze_expected")
             lost, unexpected = self._one("compare_expected")
+            missing = (
+                tuple(map(tuple, self._run("missing_expected").fetchall()))
+                if with_missing and lost
+                else ()
+            )
             self._run("drop_expected")
-        return Verification(int(rows), int(distinct), int(lost), int(unexpected))
+        return Verification(int(rows), int(distinct), int(lost), int(unexpected), missing)
 
     # -- the read side (HTTP service) -------------------------------------------------
 

@@ -95,10 +95,12 @@ class ConsumerActor:
         counter: str = "atomic",
         broker: str = "stream",
         redis_url: str | None = None,
+        pg_dsn: str | None = None,
     ) -> str:
-        """Connect, then consume on a thread. Returns the node it runs on."""
+        """Connect, then consume on a thread. Returns the node it runs on. ``redis_url``,
+        ``pg_dsn``: a trial's own servers, instead of the run's."""
         store = Store(
-            self.settings.pg_dsn,
+            pg_dsn or self.settings.pg_dsn,
             schema=self.settings.pg_schema,
             isolation=isolation,
             counter=counter,
@@ -145,7 +147,12 @@ class ConsumerActor:
             return {}
         self.consumer.store.close()
         self.consumer.broker.client.close()
-        return {**self.progress(), "latencies": self.consumer.stats.encoded_latencies()}
+        stats = self.consumer.stats
+        return {
+            **self.progress(),
+            "latencies": stats.encoded_latencies(),
+            "committed_keys": sorted(stats.committed_keys),
+        }
 
 
 @ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0)

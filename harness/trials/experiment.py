@@ -26,7 +26,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.model.modes import APPENDFSYNC, BROKERS, GENERATE, CounterStrategy, Isolation
+from harness.model.modes import (
+    APPENDFSYNC,
+    BROKERS,
+    GENERATE,
+    SYNCHRONOUS_COMMIT,
+    CounterStrategy,
+    Isolation,
+)
 from harness.trials import faults, roles
 
 #: Values each categorical axis accepts today; later axes extend these sets.
@@ -40,6 +47,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ingress": ("redis", "http"),
     "fault": faults.KINDS,
     "appendfsync": APPENDFSYNC,
+    "synchronous_commit": SYNCHRONOUS_COMMIT,
     "generate": GENERATE,
     "redelivery": REDELIVERY,
 }
@@ -90,6 +98,9 @@ class TrialParams:
     faults: int = 3
     #: Redis AOF fsync policy of the harness's own redis-server (fault = redis-restart)
     appendfsync: str = "everysec"
+    #: synchronous_commit of the harness's own PostgreSQL (fault = pg-crash): ``off``
+    #: acknowledges a commit before its WAL is flushed, and a crash may take it back
+    synchronous_commit: str = "on"
     #: stream entries per pipelined XADD round trip (ingress = redis), or events per
     #: POST /publish request (ingress = http)
     publish_pipeline: int = 100

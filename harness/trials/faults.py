@@ -56,6 +56,10 @@ class Target(Protocol):
 
     def kill_redis_clients(self) -> None: ...
 
+    def crash_postgres(self) -> None:
+        """Crash the trial's own PostgreSQL (immediate shutdown) and start it again."""
+        ...
+
     def pause_consumer(self) -> int:
         """Stop a consumer that holds work (SIGSTOP) for :func:`pause_s`: at once, or
         (every other one) right after its next commit, before its acknowledgement; what
@@ -104,6 +108,11 @@ class Fault:
     measures_broker_loss: ClassVar[bool] = False
     #: lasts beyond its injection (a pause): its window ends when the runner ends it
     lasting: ClassVar[bool] = False
+    #: the trial runs a PostgreSQL of its own, to crash
+    own_postgres: ClassVar[bool] = False
+    #: the consumers keep the keys of every commit they were told succeeded, so that one
+    #: that vanished is counted (``commit_lost``)
+    records_commits: ClassVar[bool] = False
 
     def ready(self, target: Target) -> bool:
         """Whether one can be injected now (else the runner tries at its next poll)."""
@@ -113,8 +122,9 @@ class Fault:
         """Inject one, now; what it hit (0: nothing in flight)."""
         raise NotImplementedError(f"{self.name} is not injected by the driver")
 
-    def admits_loss(self, broker: str, appendfsync: str) -> bool:
-        """Whether a trial of this fault on this broker is known to lose events."""
+    def admits_loss(self, broker: str, appendfsync: str, *, synchronous_commit: str = "on") -> bool:
+        """Whether a trial of this fault on this broker, with these durability settings,
+        is known to lose events."""
         return broker in self.lossy_brokers
 
     def __repr__(self) -> str:
@@ -172,9 +182,30 @@ class RedisRestart(Fault):
         target.restart_redis()
         return hit
 
-    def admits_loss(self, broker: str, appendfsync: str) -> bool:
+    def admits_loss(self, broker: str, appendfsync: str, *, synchronous_commit: str = "on") -> bool:
         # the broker's own loss: writes not yet fsynced when it crashed
         return appendfsync != "always"
+
+
+class PgCrash(Fault):
+    """The trial's own PostgreSQL stops at once (``pg_ctl stop -m immediate``: no
+    checkpoint, every backend gone, as in a power cut for everything not yet flushed) and
+    starts again, recovering from its WAL. With ``synchronous_commit = off`` it had
+    acknowledged commits whose WAL was not on disk: they are gone, and the consumers had
+    acknowledged their entries in Redis, so nothing brings them back (``commit_lost``).
+    It hit the transactions open when it crashed."""
+
+    name = "pg-crash"
+    own_postgres = True
+    records_commits = True
+
+    def inject(self, target: Target) -> int:
+        hit = first_nonzero(target.busy_backends)
+        target.crash_postgres()
+        return hit
+
+    def admits_loss(self, broker: str, appendfsync: str, *, synchronous_commit: str = "on") -> bool:
+        return synchronous_commit == "off" or broker in self.lossy_brokers
 
 
 class PauseConsumer(Fault):
@@ -222,6 +253,7 @@ FAULTS: dict[str, Fault] = {
         RedisRestart(),
         PublisherRetry(),
         PauseConsumer(),
+        PgCrash(),
     )
 }
 KINDS = tuple(FAULTS)

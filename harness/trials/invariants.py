@@ -13,7 +13,11 @@ policy gave up (a serialization-failure storm). Under a fault that kills consume
 connections, missing events and the counters' shortfall are that design's measured
 loss, not a harness bug. Events stored twice or never published stay violations. So is a
 crashed Redis (``redis-restart``) that forgets entries it had confirmed: expected with
-``appendfsync everysec``, measured as ``broker_lost``; a violation with ``always``.
+``appendfsync everysec``, measured as ``broker_lost``; a violation with ``always``; and a
+crashed PostgreSQL (``pg-crash``) that takes back commits it had confirmed: expected with
+``synchronous_commit = off``, measured as ``commit_lost``, a violation with ``on``. Where
+the consumers kept what they committed, a loss that is neither is a violation whatever
+the settings: every lost event must be attributed.
 
 The counters are exact, not bounded: ``received`` is the events published as receipts,
 less what Redis lost. A redelivery (an entry applied, then delivered again after a kill,
@@ -47,6 +51,11 @@ class Evidence:
     #: events Redis confirmed to a publisher that never reached the store (a crashed
     #: Redis's unsynced tail): ``received`` falls short by exactly these
     broker_lost: int = 0
+    #: lost events whose commit a consumer had been told succeeded (the database took it
+    #: back), and whether the trial kept what its consumers committed, so that every loss
+    #: must be one of these or ``broker_lost``
+    commit_lost: int = 0
+    attributes_loss: bool = False
     #: the trial's counter strategy and isolation level: together they say whether a
     #: counter shortfall is a bug or the strategy's expected anomaly
     counter: str = CounterStrategy.ATOMIC.value
@@ -56,6 +65,8 @@ class Evidence:
     fault: str = "none"
     #: Redis's AOF policy: a crash (fault = redis-restart) may lose ~1 s with everysec
     appendfsync: str = "everysec"
+    #: PostgreSQL's: a crash (fault = pg-crash) may take back acknowledged commits with off
+    synchronous_commit: str = "on"
     #: batches the consumers abandoned after their retry policy gave up (a retry storm, a
     #: database away): the stream keeps them pending and applies them later; the seed's
     #: list has already handed them out, and they are gone
@@ -81,7 +92,10 @@ class Evidence:
     def loss_expected(self) -> bool:
         """Whether this broker is known to lose events under this fault (or when its
         consumers abandon batches)."""
-        if faults.fault(self.fault).admits_loss(self.broker, self.appendfsync):
+        kind = faults.fault(self.fault)
+        if kind.admits_loss(
+            self.broker, self.appendfsync, synchronous_commit=self.synchronous_commit
+        ):
             return True
         # the seed's list has handed out the events of an abandoned batch: they are gone
         return self.broker == "list" and self.abandoned > 0
@@ -187,6 +201,18 @@ def _data_breaks(ev: Evidence) -> list[tuple[str, bool]]:
     broken = []
     if ev.broker_lost:
         broken.append((f"Redis lost {ev.broker_lost} events it had confirmed", True))
+    if ev.commit_lost:
+        broken.append(
+            (f"PostgreSQL took back {ev.commit_lost} events whose commit it had confirmed", True)
+        )
+    if ev.attributes_loss and s.lost > ev.commit_lost + ev.broker_lost:
+        broken.append(
+            (
+                f"{s.lost - ev.commit_lost - ev.broker_lost} lost events are attributed to "
+                "no cause: neither a commit taken back nor a write Redis forgot",
+                False,
+            )
+        )
     if s.lost:
         broken.append((f"{s.lost} expected events are missing (lost)", True))
     if s.unexpected:

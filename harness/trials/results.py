@@ -92,6 +92,9 @@ class TrialResult:
     #: identities are not among the applied ones (redis-restart: an AOF that had not
     #: synced them)
     broker_lost: int = 0
+    #: lost events a consumer had been told were committed: the database took the commit
+    #: back (pg-crash with synchronous_commit = off)
+    commit_lost: int = 0
     #: Ray nodes the trial's publishers and consumers ran on
     nodes: int = 0
     #: peak resident memory of the driver and the trial's actors, summed (MiB)
@@ -145,6 +148,7 @@ class TrialResult:
             "resent": self.resent,
             "recovered": self.recovered,
             "broker_lost": self.broker_lost,
+            "commit_lost": self.commit_lost,
             "nodes": self.nodes,
             "rss_peak_mb": round(self.rss_peak_mb, 1),
             "redis_peak_mb": round(self.redis_peak_mb, 1),

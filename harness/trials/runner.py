@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError
 from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
 from harness.infra.config import Settings
+from harness.infra.embedded import EmbeddedPostgres
 from harness.infra.redis_server import ManagedRedis
 from harness.model import steady as steady_mod
 from harness.model.generator import Generator, Workload
@@ -86,8 +87,12 @@ class Runner:
         self._service_url = ""
         self._managed: ManagedRedis | None = None
         self._managed_brokers: dict[str, broker_mod.Broker] = {}
+        #: a trial's own PostgreSQL (a fault that crashes it), and the store on it
+        self._own_pg: EmbeddedPostgres | None = None
+        self._own_store: Store | None = None
 
     def close(self) -> None:
+        self._tear_down_own_servers()
         if self._service is not None:
             ray.get(self._service.stop.remote())
             ray.kill(self._service)
@@ -143,15 +148,33 @@ class Runner:
             error = f"{type(exc).__name__}: {exc}".strip()[:500]
         if not outcome.ran:
             self._recover(p.consumers, p.publishers)
+        try:
+            result = verify.result(self._trial_store, trial, generator, outcome, error)
+        finally:
+            self._tear_down_own_servers()
+        self.progress.trial_finished(result)
+        return result, timeseries
+
+    @property
+    def _trial_store(self) -> Store:
+        """The store of the trial going on: its own PostgreSQL's, or the run's."""
+        return self._own_store or self.store
+
+    def _tear_down_own_servers(self) -> None:
+        """Stop the servers a trial started for itself and remove their folders (after
+        every trial, and when the run ends: an interrupted one leaves none behind)."""
         if self._managed is not None:
             for channel in self._managed_brokers.values():
                 channel.client.close()
             self._managed.stop()
             shutil.rmtree(self._managed.directory, ignore_errors=True)
             self._managed = None
-        result = verify.result(self.store, trial, generator, outcome, error)
-        self.progress.trial_finished(result)
-        return result, timeseries
+        if self._own_pg is not None:
+            if self._own_store is not None:
+                self._own_store.close()
+            self._own_pg.stop()
+            shutil.rmtree(self._own_pg.directory, ignore_errors=True)
+            self._own_pg, self._own_store = None, None
 
     # -- the phases of a trial ----------------------------------------------------------
     #
@@ -176,9 +199,10 @@ class Runner:
         p = trial.params
         kind = faults_mod.fault(p.fault)
         brokers, redis_url = self._brokers_for(kind, p.appendfsync)
+        pg_dsn = self._postgres_for(kind, p.synchronous_commit)
         broker = brokers[p.broker]
         reset_from = self._clock()
-        self.store.reset()
+        self._trial_store.reset()
         broker.reset()
         brokers["stream"].reset()  # the consumer group exists whatever the broker
         reset_s = self._clock() - reset_from
@@ -197,6 +221,7 @@ class Runner:
             "counter": p.counter,
             "broker": p.broker,
             "redis_url": redis_url,
+            "pg_dsn": pg_dsn,
         }
         nodes = ray.get(
             [c.start.remote(cfg, **setup) for c, cfg in zip(consumers, configs, strict=True)]
@@ -256,6 +281,20 @@ class Runner:
             for name in broker_mod.BROKERS
         }
         return self._managed_brokers, url
+
+    def _postgres_for(self, kind: faults_mod.Fault, synchronous_commit: str) -> str | None:
+        """For a fault that crashes PostgreSQL, a server of the trial's own (its DSN);
+        ``None``: the run's."""
+        if not kind.own_postgres:
+            return None
+        self._own_pg = EmbeddedPostgres(
+            Path(tempfile.mkdtemp(prefix="harness-pg-trial-")),
+            options={"synchronous_commit": synchronous_commit},
+        )
+        self._own_pg.start()
+        self._own_store = Store(self._own_pg.dsn, schema=self.settings.pg_schema)
+        self._own_store.create_schema()
+        return self._own_pg.dsn
 
     def _offer_load(self, run: TrialState) -> None:
         """Start the publishers and watch until every one has sent its slice."""
@@ -406,6 +445,7 @@ class Runner:
             in_flight_at_fault=sum(in_flight),
             faults_missed=sum(1 for hit in in_flight if hit == 0),
             fault_windows=";".join(w.text() for w in run.windows),
+            committed_keys=frozenset().union(*(r.get("committed_keys", ()) for r in reports)),
             producers={
                 r["producer"]: r["entries_numbered"] for r in pub_reports if r.get("producer")
             },
@@ -435,7 +475,8 @@ class Runner:
     def _target(self, run: TrialState, reports: dict[int, dict[str, Any]]) -> FaultTarget:
         return FaultTarget(
             run=run,
-            store=self.store,
+            store=self._trial_store,
+            own_postgres=self._own_pg,
             keys=self.keys,
             managed=self._managed,
             new_consumer=lambda: self._new_actor(ConsumerActor),
@@ -481,6 +522,7 @@ def _consumer_configs(trial: Trial, origin_ns: int) -> list[ConsumerConfig]:
             claim_idle_ms=p.claim_idle_ms,
             linger_ms=p.linger_ms,
             recognise=p.redelivery == "recognised",
+            record_commits=faults_mod.fault(p.fault).records_commits,
             shard=i,  # used by the sharded counter strategy only
             origin_ns=origin_ns,
         )

@@ -140,6 +140,9 @@ class Outcome:
     redis_peak_mb: float
     #: each fault's span, ``start-end`` seconds since the origin, ``;`` between them
     fault_windows: str = ""
+    #: ``topic\x1fevent_id`` of every event in a commit a consumer was told succeeded
+    #: (faults that ``records_commits``)
+    committed_keys: frozenset[str] = frozenset()
     #: whether the trial ran to its end (a failed one has only what the store holds)
     ran: bool = True
 

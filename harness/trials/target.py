@@ -18,6 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from harness.delivery.keys import Keys
 from harness.infra import processes
+from harness.infra.embedded import EmbeddedPostgres
 from harness.infra.redis_server import ManagedRedis
 from harness.store.postgres import Store
 from harness.trials.faults import CONSUMER_APPLICATION, FIND_S, pause_s
@@ -58,6 +59,8 @@ class FaultTarget:
     keys: Keys
     #: the trial's own redis-server (faults with ``own_redis``)
     managed: ManagedRedis | None
+    #: the trial's own PostgreSQL (faults with ``own_postgres``)
+    own_postgres: EmbeddedPostgres | None
     #: a new consumer actor, not started
     new_consumer: Callable[[], Any]
     #: the live consumers' reports; drops the ones that died from ``alive``
@@ -97,6 +100,12 @@ class FaultTarget:
         if self.managed is None:
             raise RuntimeError("this trial has no redis-server of its own to restart")
         self.managed.restart()
+
+    def crash_postgres(self) -> None:
+        if self.own_postgres is None:
+            raise RuntimeError("this trial has no PostgreSQL of its own to crash")
+        self.store.close()  # the driver's connection dies with the server: reconnect after
+        self.own_postgres.restart()
 
     def held(self) -> int:
         """Delivered, unacknowledged entries (stream), or events read and not committed,

@@ -27,6 +27,19 @@ def broker_lost(store: Store, trial: Trial, outcome: Outcome, confirmed: int) ->
     return max(0, confirmed - applied)
 
 
+def commits_lost(stored: Verification, outcome: Outcome) -> int:
+    """Lost events a consumer had been told were committed: the database took the commit
+    back (a crash with ``synchronous_commit = off``, a standby promoted before it had
+    them). Counted where the consumers kept what they committed."""
+    if not stored.missing or not outcome.committed_keys:
+        return 0
+    return sum(
+        1
+        for topic, event_id in stored.missing
+        if f"{topic}\x1f{event_id}" in outcome.committed_keys
+    )
+
+
 def result(
     store: Store, trial: Trial, generator: Generator, outcome: Outcome, error: str | None
 ) -> TrialResult:
@@ -36,15 +49,18 @@ def result(
     stored = Verification(0, 0, 0, 0)
     verdict = invariants.Verdict(violations=(), anomalies=(), lost_updates=0)
     retries, lost_by_broker = outcome.retries(), 0
+    commit_lost = 0
     if outcome.ran:
-        stored = store.verify(generator.expected_keys())
+        kind = faults.fault(trial.params.fault)
+        stored = store.verify(generator.expected_keys(), with_missing=kind.records_commits)
+        commit_lost = commits_lost(stored, outcome)
         if outcome.published != generator.total:
             error = (
                 f"publishers sent {outcome.published} events, the workload has {generator.total}"
             )
         confirmed = generator.total + outcome.resent - outcome.rejected
         lost_by_broker = broker_lost(store, trial, outcome, confirmed)
-        verdict = _verdict(trial, generator, outcome, counters, stored, lost_by_broker)
+        verdict = _verdict(trial, generator, outcome, counters, stored, lost_by_broker, commit_lost)
     return TrialResult(
         trial=trial,
         events_published=outcome.published,
@@ -78,6 +94,7 @@ def result(
         resent=outcome.resent,
         recovered=outcome.resent_uncertain if stored.lost == 0 else 0,
         broker_lost=lost_by_broker,
+        commit_lost=commit_lost,
         nodes=outcome.nodes,
         rss_peak_mb=outcome.rss_peak_mb,
         redis_peak_mb=outcome.redis_peak_mb,
@@ -92,6 +109,7 @@ def _verdict(
     counters: Counters,
     stored: Verification,
     lost_by_broker: int,
+    commit_lost: int,
 ) -> invariants.Verdict:
     p = trial.params
     evidence = invariants.Evidence(
@@ -103,11 +121,14 @@ def _verdict(
         counters=counters,
         stored=stored,
         broker_lost=lost_by_broker,
+        commit_lost=commit_lost,
+        attributes_loss=faults.fault(p.fault).records_commits,
         counter=p.counter,
         isolation=p.isolation,
         broker=p.broker,
         fault=p.fault,
         appendfsync=p.appendfsync,
+        synchronous_commit=p.synchronous_commit,
         abandoned=outcome.abandoned,
     )
     return invariants.classify(evidence)

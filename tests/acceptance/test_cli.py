@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,15 +205,19 @@ def test_resume_runs_only_the_trials_not_recorded(settings: Settings, tmp_path: 
     assert other.returncode == 2 and "run with other parameters" in other.stderr
 
 
+@pytest.mark.parametrize("fault", ["none", "pg-crash"])
 def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, fault: str
 ) -> None:
     """Ctrl-C reaches the terminal's whole process group while the driver waits on its
     actors: the run ends with 130, says so, and marks itself interrupted (``--resume``
-    then runs what it did not record)."""
+    then runs what it did not record). A trial on a PostgreSQL of its own (pg-crash)
+    leaves neither that server nor its data folder behind."""
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*")))
     args = ["run", "smoke", "--out", str(tmp_path), "--run-id", "i", "--quiet"]
-    # a trial far too long to finish before the signal
-    slow = ["--set", "events=5000000", "--set", "batch_size=10", "--set", "publishers=1"]
+    # a trial far too long to finish before the signal (its faults far off)
+    slow = ["--set", "events=5000000", "--set", "batch_size=10", "--set", "publishers=1",
+            "--set", f"fault={fault}", "--set", "faults=1"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args, *slow],
         cwd=ROOT,
@@ -246,6 +253,8 @@ def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
     run = tmp_path / "smoke" / "i"
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     assert not (run / "trials.csv").exists()  # no trial finished; the cut one is not kept
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*"))) == before
+    assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
 
 
 @pytest.mark.slow
@@ -325,6 +334,49 @@ def test_a_paused_consumers_work_is_taken_over_and_applied_once(
     for start, end in spans:  # each pause outlasted claim_idle_ms: 2 s (pause_s)
         assert end - start >= 1.9, spans
     assert spans[0][1] <= spans[1][0]  # one at a time
+
+
+@pytest.mark.slow
+def test_a_postgres_crash_loses_only_what_synchronous_commit_off_allows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """pg-crash under load, on a PostgreSQL of the trial's own: with synchronous_commit
+    on nothing is lost; with off, whatever is lost is a commit a consumer had been told
+    succeeded (commit_lost), and nothing else. No server or data folder is left."""
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*")))
+    proc = harness(
+        "run", "smoke", "--out", str(tmp_path), "--run-id", "c", "--quiet",
+        "--set", "rate=3000", "--set", "duration_s=6", "--set", "warmup_s=1",
+        "--set", "fault=pg-crash", "--set", "faults=2", "--set", "synchronous_commit=on,off",
+        "--set", "repeat=1",
+        env=_env(settings),
+        timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {
+        r["synchronous_commit"]: r
+        for r in csv.DictReader((tmp_path / "smoke" / "c" / "trials.csv").open())
+    }
+    for row in rows.values():
+        assert row["error"] == "" and int(row["double_applied"]) == 0, row
+        assert int(row["faults_injected"]) == 2 and int(row["faults_missed"]) == 0, row
+        assert int(row["lost"]) == int(row["commit_lost"]) + int(row["broker_lost"]), row
+        assert int(row["db_rows"]) == int(row["unique_processed"])  # counters agree with rows
+    safe, unsafe = rows["on"], rows["off"]
+    assert safe["invariant_ok"] == "True" and safe["anomaly"] == "False", safe
+    assert int(safe["lost"]) == 0 and safe["received"] == safe["events_published"], safe
+    assert unsafe["invariant_ok"] == "True", unsafe  # a loss, if any, is the expected one
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*"))) == before
+    assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
+
+
+def _processes() -> list[str]:
+    """Every process's command line."""
+    lines = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines.append(Path(cmdline).read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
 
 
 @pytest.mark.slow

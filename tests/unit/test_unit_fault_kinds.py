@@ -114,6 +114,26 @@ def test_each_kind_admits_the_loss_its_design_allows_and_no_other(
     assert faults.fault(name).admits_loss(broker, appendfsync) is loses
 
 
+@pytest.mark.parametrize(("synchronous_commit", "loses"), [("on", False), ("off", True)])
+def test_a_crashing_postgres_loses_only_what_it_had_not_flushed(
+    synchronous_commit: str, loses: bool
+) -> None:
+    """With synchronous_commit off a commit is confirmed before its WAL is on disk."""
+    kind = faults.fault("pg-crash")
+    assert kind.admits_loss("stream", "always", synchronous_commit=synchronous_commit) is loses
+    assert kind.own_postgres and kind.records_commits and not kind.own_redis
+
+
+def test_a_postgres_crash_hits_the_transactions_open_then_restarts_it() -> None:
+    class Target(FakeTarget):
+        def crash_postgres(self) -> None:
+            self.calls.append("crash_postgres")
+
+    target = Target(found=3)
+    assert faults.fault("pg-crash").inject(target) == 3
+    assert target.calls == ["busy_backends", "crash_postgres"]
+
+
 def test_only_a_crashing_redis_needs_its_own_server_and_counts_what_it_lost() -> None:
     own = {k for k, f in faults.FAULTS.items() if f.own_redis}
     measured = {k for k, f in faults.FAULTS.items() if f.measures_broker_loss}

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from harness.store.batch import Counters, Verification
-from harness.trials.invariants import Evidence, check
+from harness.trials.invariants import Evidence, check, classify
 
 PUBLISHED, UNIQUE = 1_000, 700
 
@@ -155,3 +155,40 @@ def test_the_list_losing_an_abandoned_batch_is_its_expected_anomaly_the_stream_n
     assert not verdict.violations and verdict.anomalies
     # the stream keeps an abandoned batch pending: losing it there is a bug
     assert classify(dataclasses.replace(abandoned, broker="stream")).violations
+
+
+# -- losses attributed: commits PostgreSQL took back ---------------------------------------
+
+
+def crashed(
+    *, lost: int, commit_lost: int, synchronous_commit: str, broker_lost: int = 0
+) -> Evidence:
+    """A pg-crash trial whose crash took back ``commit_lost`` confirmed events' commits:
+    their batches' receipts are gone from the counters with their rows."""
+    return Evidence(
+        published=PUBLISHED,
+        expected_unique=UNIQUE,
+        counters=Counters(PUBLISHED - lost, UNIQUE - lost, PUBLISHED - UNIQUE),
+        stored=Verification(UNIQUE - lost, UNIQUE - lost, lost, 0),
+        commit_lost=commit_lost,
+        broker_lost=broker_lost,
+        attributes_loss=True,
+        fault="pg-crash",
+        synchronous_commit=synchronous_commit,
+    )
+
+
+def test_commits_taken_back_with_synchronous_commit_off_are_the_expected_loss() -> None:
+    verdict = classify(crashed(lost=5, commit_lost=5, synchronous_commit="off"))
+    assert verdict.ok
+    assert "PostgreSQL took back 5 events whose commit it had confirmed" in verdict.anomalies
+
+
+def test_with_synchronous_commit_on_a_commit_taken_back_is_a_violation() -> None:
+    verdict = classify(crashed(lost=5, commit_lost=5, synchronous_commit="on"))
+    assert "PostgreSQL took back 5 events whose commit it had confirmed" in verdict.violations
+
+
+def test_a_loss_attributed_to_no_cause_is_a_violation_whatever_the_settings() -> None:
+    verdict = classify(crashed(lost=5, commit_lost=3, synchronous_commit="off"))
+    assert any("2 lost events are attributed to no cause" in v for v in verdict.violations)

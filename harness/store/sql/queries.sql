@@ -184,6 +184,12 @@ COPY expected_keys (topic, event_id) FROM STDIN
 -- analyze_expected --
 ANALYZE expected_keys
 
+-- missing_expected --
+-- The expected keys the store does not hold (the lost ones themselves).
+SELECT e.topic, e.event_id FROM expected_keys e
+WHERE NOT EXISTS (SELECT 1 FROM processed_events p
+                  WHERE p.topic = e.topic AND p.event_id = e.event_id)
+
 -- compare_expected --
 SELECT
   (SELECT count(*) FROM expected_keys e
