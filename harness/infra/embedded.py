@@ -129,7 +129,9 @@ class EmbeddedPostgres:
                 f"{Path(args[0]).name} failed: {(proc.stderr or proc.stdout)[-500:]}"
             )
 
-    def start(self) -> None:
+    def prepare(self) -> Path:
+        """Who runs the server, from which binaries, in which data folder (made, and
+        owned by that user); the data folder. :meth:`start` calls it."""
         if os.geteuid() == 0:
             self._as = pwd.getpwnam(UNPRIVILEGED)
             if not _reachable_by(self._as, self.directory.parent):
@@ -140,12 +142,16 @@ class EmbeddedPostgres:
                 self._temporary = True
         spare = Path(tempfile.gettempdir()) / "harness-pginstall"
         spare.mkdir(exist_ok=True)
-        self._bin = bindir = postgres_bin(self._as, spare)
+        self._bin = postgres_bin(self._as, spare)
         data = self.directory / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._as is not None:
             for path in (self.directory, data):
                 os.chown(path, self._as.pw_uid, self._as.pw_gid)
+        return data
+
+    def start(self) -> None:
+        data, bindir = self.prepare(), self._bin
         if not (data / "PG_VERSION").exists():
             self._run(
                 str(bindir / "initdb"),
@@ -183,6 +189,19 @@ class EmbeddedPostgres:
                         f"the embedded PostgreSQL on port {self.port} does not answer"
                     ) from None
                 time.sleep(0.1)
+
+    def clone(self, standby: EmbeddedPostgres) -> None:
+        """Make ``standby`` a streaming replica of this running server (``pg_basebackup
+        -R``: its data folder, and where it follows from); start it after."""
+        data = standby.prepare()
+        self._run(str(self._bin / "pg_basebackup"), "-D", str(data), "-h", "127.0.0.1",
+                  "-p", str(self.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast",
+                  "--no-sync")  # fmt: skip
+
+    def promote(self) -> None:
+        """A standby becomes a primary (``pg_ctl promote``), and waits until it is one."""
+        self._run(str(self._bin / "pg_ctl"), "-D", str(self.directory / "data"), "-w",
+                  "promote")  # fmt: skip
 
     def crash(self) -> None:
         """Stop at once, as in a crash: no checkpoint, every backend killed; the next

@@ -22,6 +22,9 @@ APPENDFSYNC = ("always", "everysec")
 #: PostgreSQL's synchronous_commit a trial's own server may run with (fault = pg-crash):
 #: ``off`` tells a client its commit succeeded before the WAL is on disk
 SYNCHRONOUS_COMMIT = ("on", "off")
+#: a trial's own PostgreSQL with a streaming standby (:mod:`harness.infra.replication`):
+#: none, asynchronous, or synchronous (a commit waits for the standby to flush it)
+PG_STANDBY = ("none", "async", "sync")
 
 _Choice = TypeVar("_Choice", bound=enum.Enum)
 

@@ -30,6 +30,7 @@ from harness.model.modes import (
     APPENDFSYNC,
     BROKERS,
     GENERATE,
+    PG_STANDBY,
     SYNCHRONOUS_COMMIT,
     CounterStrategy,
     Isolation,
@@ -48,6 +49,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fault": faults.KINDS,
     "appendfsync": APPENDFSYNC,
     "synchronous_commit": SYNCHRONOUS_COMMIT,
+    "pg_standby": PG_STANDBY,
     "generate": GENERATE,
     "redelivery": REDELIVERY,
 }
@@ -101,6 +103,10 @@ class TrialParams:
     #: synchronous_commit of the harness's own PostgreSQL (fault = pg-crash): ``off``
     #: acknowledges a commit before its WAL is flushed, and a crash may take it back
     synchronous_commit: str = "on"
+    #: a streaming standby of the harness's own PostgreSQL: ``none``, ``async`` or
+    #: ``sync`` (fault = pg-failover promotes it; with any other fault the trial runs on
+    #: the pair, and shows what replication costs)
+    pg_standby: str = "none"
     #: stream entries per pipelined XADD round trip (ingress = redis), or events per
     #: POST /publish request (ingress = http)
     publish_pipeline: int = 100
@@ -169,6 +175,10 @@ class TrialParams:
             raise ExperimentError("ingress = http writes to the stream: it needs broker = stream")
         if self.ingress == "http" and faults.fault(self.fault).own_redis:
             raise ExperimentError(f"fault = {self.fault} runs its own Redis: use ingress = redis")
+        if faults.fault(self.fault).needs_standby and self.pg_standby == "none":
+            raise ExperimentError(
+                f"fault = {self.fault} promotes a standby: set pg_standby = async or sync"
+            )
 
     def _check_load(self) -> None:
         """The open-loop parameters; with a rate, ``events`` is set from it."""
@@ -338,12 +348,33 @@ class Experiment:
         each("events", lambda e: max(floor, int(coerce("events", e)) // factor))
         # Open-loop trials are as long as their load: shorten the load, keep the rates
         # unless a trial would still offer too many events.
-        each("duration_s", lambda d: min(float(d), max(QUICK_LOAD_S, float(d) / factor)))
+        each("duration_s", lambda d: min(float(d), max(self._quick_floor_s(), float(d) / factor)))
         each("warmup_s", lambda w: min(float(w), 1.0))
         most = max(values("rate")) * max(values("duration_s"))
         if most > QUICK_MAX_EVENTS:
             each("rate", lambda r: round(float(r) * QUICK_MAX_EVENTS / most))
         return dataclasses.replace(self, params=params, sweep=sweep, repeat=1)
+
+    def _quick_floor_s(self) -> float:
+        """The shortest load ``--quick`` leaves: :data:`QUICK_LOAD_S`, or for a fault that
+        lasts (a pause), a warm-up second and twice each of its pauses, so that they land
+        one after the other inside the load."""
+        kinds = [
+            faults.fault(k) for k in self.sweep.get("fault", [self.params.get("fault", "none")])
+        ]
+        if not any(k.lasting for k in kinds):
+            return QUICK_LOAD_S
+        count = max(
+            int(v)
+            for v in self.sweep.get("faults", [self.params.get("faults", FIELDS["faults"].default)])
+        )
+        idle = max(
+            int(v)
+            for v in self.sweep.get(
+                "claim_idle_ms", [self.params.get("claim_idle_ms", FIELDS["claim_idle_ms"].default)]
+            )
+        )
+        return max(QUICK_LOAD_S, 1.0 + 2 * count * faults.pause_s(idle))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -60,6 +60,10 @@ class Target(Protocol):
         """Crash the trial's own PostgreSQL (immediate shutdown) and start it again."""
         ...
 
+    def fail_over_postgres(self) -> None:
+        """Crash the trial's own primary and promote its standby."""
+        ...
+
     def pause_consumer(self) -> int:
         """Stop a consumer that holds work (SIGSTOP) for :func:`pause_s`: at once, or
         (every other one) right after its next commit, before its acknowledgement; what
@@ -110,6 +114,8 @@ class Fault:
     lasting: ClassVar[bool] = False
     #: the trial runs a PostgreSQL of its own, to crash
     own_postgres: ClassVar[bool] = False
+    #: ... with a streaming standby (``pg_standby``), to promote
+    needs_standby: ClassVar[bool] = False
     #: the consumers keep the keys of every commit they were told succeeded, so that one
     #: that vanished is counted (``commit_lost``)
     records_commits: ClassVar[bool] = False
@@ -122,7 +128,14 @@ class Fault:
         """Inject one, now; what it hit (0: nothing in flight)."""
         raise NotImplementedError(f"{self.name} is not injected by the driver")
 
-    def admits_loss(self, broker: str, appendfsync: str, *, synchronous_commit: str = "on") -> bool:
+    def admits_loss(
+        self,
+        broker: str,
+        appendfsync: str,
+        *,
+        synchronous_commit: str = "on",
+        pg_standby: str = "none",
+    ) -> bool:
         """Whether a trial of this fault on this broker, with these durability settings,
         is known to lose events."""
         return broker in self.lossy_brokers
@@ -182,7 +195,14 @@ class RedisRestart(Fault):
         target.restart_redis()
         return hit
 
-    def admits_loss(self, broker: str, appendfsync: str, *, synchronous_commit: str = "on") -> bool:
+    def admits_loss(
+        self,
+        broker: str,
+        appendfsync: str,
+        *,
+        synchronous_commit: str = "on",
+        pg_standby: str = "none",
+    ) -> bool:
         # the broker's own loss: writes not yet fsynced when it crashed
         return appendfsync != "always"
 
@@ -204,8 +224,45 @@ class PgCrash(Fault):
         target.crash_postgres()
         return hit
 
-    def admits_loss(self, broker: str, appendfsync: str, *, synchronous_commit: str = "on") -> bool:
+    def admits_loss(
+        self,
+        broker: str,
+        appendfsync: str,
+        *,
+        synchronous_commit: str = "on",
+        pg_standby: str = "none",
+    ) -> bool:
         return synchronous_commit == "off" or broker in self.lossy_brokers
+
+
+class PgFailover(Fault):
+    """The trial's own PostgreSQL primary crashes (immediate shutdown) and its streaming
+    standby is promoted; clients find it through their multi-host DSN
+    (``target_session_attrs=read-write``), and a new standby is cloned from it for the
+    next failover. An asynchronous standby may not have received the last commits the
+    primary confirmed: they are gone (``commit_lost``); a synchronous one had flushed
+    each before it was confirmed. It hit the transactions open at the crash; its detail
+    is the standby's replication lag then."""
+
+    name = "pg-failover"
+    own_postgres = True
+    needs_standby = True
+    records_commits = True
+
+    def inject(self, target: Target) -> int:
+        hit = first_nonzero(target.busy_backends)
+        target.fail_over_postgres()
+        return hit
+
+    def admits_loss(
+        self,
+        broker: str,
+        appendfsync: str,
+        *,
+        synchronous_commit: str = "on",
+        pg_standby: str = "none",
+    ) -> bool:
+        return pg_standby != "sync" or synchronous_commit == "off"
 
 
 class PauseConsumer(Fault):
@@ -254,6 +311,7 @@ FAULTS: dict[str, Fault] = {
         PublisherRetry(),
         PauseConsumer(),
         PgCrash(),
+        PgFailover(),
     )
 }
 KINDS = tuple(FAULTS)

@@ -67,6 +67,8 @@ class Evidence:
     appendfsync: str = "everysec"
     #: PostgreSQL's: a crash (fault = pg-crash) may take back acknowledged commits with off
     synchronous_commit: str = "on"
+    #: and its standby's: a failover to an asynchronous one may lose confirmed commits
+    pg_standby: str = "none"
     #: batches the consumers abandoned after their retry policy gave up (a retry storm, a
     #: database away): the stream keeps them pending and applies them later; the seed's
     #: list has already handed them out, and they are gone
@@ -94,7 +96,10 @@ class Evidence:
         consumers abandon batches)."""
         kind = faults.fault(self.fault)
         if kind.admits_loss(
-            self.broker, self.appendfsync, synchronous_commit=self.synchronous_commit
+            self.broker,
+            self.appendfsync,
+            synchronous_commit=self.synchronous_commit,
+            pg_standby=self.pg_standby,
         ):
             return True
         # the seed's list has handed out the events of an abandoned batch: they are gone

@@ -83,6 +83,9 @@ class TrialResult:
     faults_missed: int = 0
     #: each fault's span, ``start-end`` seconds since the trial's origin, ``;`` between
     fault_windows: str = ""
+    #: what each fault found, in words (a standby's lag, what a pause's peers took
+    #: over), ``;`` between
+    fault_details: str = ""
     #: events publishers sent again as new after a reply was lost on purpose (receipts)
     resent: int = 0
     #: events whose publish outcome was unknown (a connection error), sent again with
@@ -145,6 +148,7 @@ class TrialResult:
             "in_flight_at_fault": self.in_flight_at_fault,
             "faults_missed": self.faults_missed,
             "fault_windows": self.fault_windows,
+            "fault_details": self.fault_details,
             "resent": self.resent,
             "recovered": self.recovered,
             "broker_lost": self.broker_lost,

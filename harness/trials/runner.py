@@ -27,6 +27,7 @@ from harness.delivery.keys import Keys
 from harness.infra.config import Settings
 from harness.infra.embedded import EmbeddedPostgres
 from harness.infra.redis_server import ManagedRedis
+from harness.infra.replication import ReplicatedPostgres
 from harness.model import steady as steady_mod
 from harness.model.generator import Generator, Workload
 from harness.model.steady import PerSecond, SteadyState
@@ -36,7 +37,7 @@ from harness.store.postgres import Store
 from harness.trials import faults as faults_mod
 from harness.trials import verify
 from harness.trials.actors import ConsumerActor, PublisherActor, ServiceActor
-from harness.trials.experiment import Trial
+from harness.trials.experiment import Trial, TrialParams
 from harness.trials.faults import FaultPlan
 from harness.trials.results import TrialResult
 from harness.trials.state import (
@@ -88,7 +89,7 @@ class Runner:
         self._managed: ManagedRedis | None = None
         self._managed_brokers: dict[str, broker_mod.Broker] = {}
         #: a trial's own PostgreSQL (a fault that crashes it), and the store on it
-        self._own_pg: EmbeddedPostgres | None = None
+        self._own_pg: EmbeddedPostgres | ReplicatedPostgres | None = None
         self._own_store: Store | None = None
 
     def close(self) -> None:
@@ -199,7 +200,7 @@ class Runner:
         p = trial.params
         kind = faults_mod.fault(p.fault)
         brokers, redis_url = self._brokers_for(kind, p.appendfsync)
-        pg_dsn = self._postgres_for(kind, p.synchronous_commit)
+        pg_dsn = self._postgres_for(kind, p)
         broker = brokers[p.broker]
         reset_from = self._clock()
         self._trial_store.reset()
@@ -282,15 +283,24 @@ class Runner:
         }
         return self._managed_brokers, url
 
-    def _postgres_for(self, kind: faults_mod.Fault, synchronous_commit: str) -> str | None:
-        """For a fault that crashes PostgreSQL, a server of the trial's own (its DSN);
-        ``None``: the run's."""
-        if not kind.own_postgres:
+    def _postgres_for(self, kind: faults_mod.Fault, p: TrialParams) -> str | None:
+        """For a fault that crashes PostgreSQL, or a trial with a standby, a deployment
+        of the trial's own (its DSN); ``None``: the run's server."""
+        if not kind.own_postgres and p.pg_standby == "none":
             return None
-        self._own_pg = EmbeddedPostgres(
-            Path(tempfile.mkdtemp(prefix="harness-pg-trial-")),
-            options={"synchronous_commit": synchronous_commit},
-        )
+        folder = Path(tempfile.mkdtemp(prefix="harness-pg-trial-"))
+        folder.chmod(0o755)  # the server may run as another user (as root: nobody)
+        if p.pg_standby == "none":
+            self._own_pg = EmbeddedPostgres(
+                folder, options={"synchronous_commit": p.synchronous_commit}
+            )
+        else:
+            self._own_pg = ReplicatedPostgres(
+                folder,
+                p.pg_standby,
+                p.synchronous_commit,
+                failovers=p.faults if kind.needs_standby else 0,
+            )
         self._own_pg.start()
         self._own_store = Store(self._own_pg.dsn, schema=self.settings.pg_schema)
         self._own_store.create_schema()
@@ -391,6 +401,7 @@ class Runner:
             peers = self._poll_consumers(run.alive, skip=run.paused)
             taken = sum(r.get("delivered_again", 0) for i, r in peers.items() if i != index)
             run.in_flight[pause.fault] = max(0, taken - pause.reclaimed_before)
+            pause.window.detail = f"peers took over {run.in_flight[pause.fault]:,} events"
 
     @staticmethod
     def _since_origin(run: TrialState) -> float:
@@ -445,6 +456,7 @@ class Runner:
             in_flight_at_fault=sum(in_flight),
             faults_missed=sum(1 for hit in in_flight if hit == 0),
             fault_windows=";".join(w.text() for w in run.windows),
+            fault_details=";".join(w.detail for w in run.windows),
             committed_keys=frozenset().union(*(r.get("committed_keys", ()) for r in reports)),
             producers={
                 r["producer"]: r["entries_numbered"] for r in pub_reports if r.get("producer")

@@ -47,6 +47,8 @@ class FaultWindow:
 
     start_s: float
     end_s: float | None = None
+    #: what the fault found, in words (a standby's lag, what a pause's peers took over)
+    detail: str = ""
 
     def text(self) -> str:
         return f"{self.start_s:.2f}-{self.end_s if self.end_s is not None else math.nan:.2f}"
@@ -140,6 +142,8 @@ class Outcome:
     redis_peak_mb: float
     #: each fault's span, ``start-end`` seconds since the origin, ``;`` between them
     fault_windows: str = ""
+    #: what each fault found, in words, ``;`` between them
+    fault_details: str = ""
     #: ``topic\x1fevent_id`` of every event in a commit a consumer was told succeeded
     #: (faults that ``records_commits``)
     committed_keys: frozenset[str] = frozenset()

@@ -20,6 +20,7 @@ from harness.delivery.keys import Keys
 from harness.infra import processes
 from harness.infra.embedded import EmbeddedPostgres
 from harness.infra.redis_server import ManagedRedis
+from harness.infra.replication import ReplicatedPostgres
 from harness.store.postgres import Store
 from harness.trials.faults import CONSUMER_APPLICATION, FIND_S, pause_s
 from harness.trials.state import FaultWindow, Pause, TrialState
@@ -59,8 +60,8 @@ class FaultTarget:
     keys: Keys
     #: the trial's own redis-server (faults with ``own_redis``)
     managed: ManagedRedis | None
-    #: the trial's own PostgreSQL (faults with ``own_postgres``)
-    own_postgres: EmbeddedPostgres | None
+    #: the trial's own PostgreSQL (faults with ``own_postgres``), with its standby
+    own_postgres: EmbeddedPostgres | ReplicatedPostgres | None
     #: a new consumer actor, not started
     new_consumer: Callable[[], Any]
     #: the live consumers' reports; drops the ones that died from ``alive``
@@ -106,6 +107,16 @@ class FaultTarget:
             raise RuntimeError("this trial has no PostgreSQL of its own to crash")
         self.store.close()  # the driver's connection dies with the server: reconnect after
         self.own_postgres.restart()
+
+    def fail_over_postgres(self) -> None:
+        own = self.own_postgres
+        if not isinstance(own, ReplicatedPostgres):
+            raise RuntimeError("this trial has no standby to promote")
+        lag = own.lag_bytes()
+        self.store.close()
+        own.fail_over()
+        if self.window is not None:
+            self.window.detail = f"standby {lag:,} B behind"
 
     def held(self) -> int:
         """Delivered, unacknowledged entries (stream), or events read and not committed,

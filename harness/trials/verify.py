@@ -91,6 +91,7 @@ def result(
         in_flight_at_fault=outcome.in_flight_at_fault,
         faults_missed=outcome.faults_missed,
         fault_windows=outcome.fault_windows,
+        fault_details=outcome.fault_details,
         resent=outcome.resent,
         recovered=outcome.resent_uncertain if stored.lost == 0 else 0,
         broker_lost=lost_by_broker,
@@ -129,6 +130,7 @@ def _verdict(
         fault=p.fault,
         appendfsync=p.appendfsync,
         synchronous_commit=p.synchronous_commit,
+        pg_standby=p.pg_standby,
         abandoned=outcome.abandoned,
     )
     return invariants.classify(evidence)

@@ -370,6 +370,37 @@ def test_a_postgres_crash_loses_only_what_synchronous_commit_off_allows(
     assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
 
 
+@pytest.mark.slow
+def test_a_failover_to_a_synchronous_standby_loses_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """pg-failover under load: the primary crashes and its standby is promoted, twice;
+    the consumers find the new primary through their multi-host DSN. Synchronous: nothing
+    lost. Asynchronous: whatever is lost is a commit the consumers were told succeeded."""
+    proc = harness(
+        "run", "smoke", "--out", str(tmp_path), "--run-id", "f", "--quiet",
+        "--set", "rate=3000", "--set", "duration_s=8", "--set", "warmup_s=1",
+        "--set", "fault=pg-failover", "--set", "faults=2", "--set", "pg_standby=async,sync",
+        "--set", "repeat=1",
+        env=_env(settings),
+        timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {
+        r["pg_standby"]: r for r in csv.DictReader((tmp_path / "smoke" / "f" / "trials.csv").open())
+    }
+    for row in rows.values():
+        assert row["error"] == "" and int(row["double_applied"]) == 0, row
+        assert int(row["faults_injected"]) == 2 and int(row["faults_missed"]) == 0, row
+        assert int(row["lost"]) == int(row["commit_lost"]), row
+        assert all(d.startswith("standby ") for d in row["fault_details"].split(";")), row
+    safe = rows["sync"]
+    assert safe["invariant_ok"] == "True" and safe["anomaly"] == "False", safe
+    assert int(safe["lost"]) == 0 and safe["received"] == safe["events_published"], safe
+    assert rows["async"]["invariant_ok"] == "True", rows["async"]
+    assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
+
+
 def _processes() -> list[str]:
     """Every process's command line."""
     lines = []

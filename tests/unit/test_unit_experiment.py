@@ -354,3 +354,24 @@ def test_fault_and_broker_axes_accept_their_kinds() -> None:
     assert (params.fault, params.broker, params.faults) == ("kill-consumer", "list", 5)
     with pytest.raises(ExperimentError, match="faults must be"):
         experiment.TrialParams(faults=-1)
+
+
+def test_quick_keeps_the_load_a_lasting_fault_needs() -> None:
+    """--quick shortens open-loop loads to 3 s, but pauses land one after another inside
+    the load: a second of warm-up and twice each pause (2 s at claim_idle_ms 500)."""
+    params = {"rate": 2000, "duration_s": 20, "warmup_s": 2, "claim_idle_ms": 500}
+    paused = experiment.Experiment(
+        name="q", params={**params, "fault": "pause-consumer", "faults": 2}
+    ).quick()
+    (trial,) = paused.trials()
+    assert trial.params.duration_s == 1.0 + 2 * 2 * 2.0
+    plain = experiment.Experiment(name="q", params={**params, "fault": "kill-consumer"}).quick()
+    assert next(plain.trials()).params.duration_s == experiment.QUICK_LOAD_S
+
+
+def test_a_failover_needs_a_standby_to_promote() -> None:
+    with pytest.raises(ExperimentError, match="set pg_standby = async or sync"):
+        experiment.TrialParams(fault="pg-failover")
+    assert experiment.TrialParams(fault="pg-failover", pg_standby="sync").pg_standby == "sync"
+    with pytest.raises(ExperimentError, match="pg_standby = 'hot' is not supported"):
+        experiment.TrialParams(pg_standby="hot")

@@ -188,3 +188,31 @@ def test_pauses_are_planned_a_slot_apart_so_each_can_end_before_the_next(
     for i, moment in enumerate(moments):
         assert low + i * slot <= moment <= low + (i + 0.5) * slot
     assert faults.FaultPlan.draw("pause-consumer", 3, seed=7, window=window) == plan  # seeded
+
+
+@pytest.mark.parametrize(
+    ("pg_standby", "synchronous_commit", "loses"),
+    [("sync", "on", False), ("async", "on", True), ("sync", "off", True)],
+)
+def test_a_failover_loses_what_the_standby_had_not_received(
+    pg_standby: str, synchronous_commit: str, loses: bool
+) -> None:
+    """A synchronous standby flushed every commit before it was confirmed."""
+    kind = faults.fault("pg-failover")
+    assert (
+        kind.admits_loss(
+            "stream", "always", synchronous_commit=synchronous_commit, pg_standby=pg_standby
+        )
+        is loses
+    )
+    assert kind.needs_standby and kind.own_postgres and kind.records_commits
+
+
+def test_a_failover_hits_the_transactions_open_then_promotes_the_standby() -> None:
+    class Target(FakeTarget):
+        def fail_over_postgres(self) -> None:
+            self.calls.append("fail_over_postgres")
+
+    target = Target(found=2)
+    assert faults.fault("pg-failover").inject(target) == 2
+    assert target.calls == ["busy_backends", "fail_over_postgres"]
