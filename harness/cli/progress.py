@@ -202,9 +202,10 @@ def conclude(
     anomalous = [r for r in finished if r.anomalies]
     if anomalous:
         console.print(
-            f"[green]no invariant broken[/green] that the strategies promise; "
+            f"[green]no invariant broken[/green] that the designs promise; "
             f"[yellow]{len(anomalous)} trial{'s' if len(anomalous) != 1 else ''} showed the "
-            "anomaly expected of their counter strategy[/yellow]"
+            "anomaly expected of their design (a counter strategy's lost updates, or what "
+            "their broker or durability settings admit to lose)[/yellow]"
         )
         return "ok"
     console.print(f"[green]all {len(finished)} trials hold every invariant[/green]")

@@ -22,6 +22,7 @@ import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -221,16 +222,18 @@ class EmbeddedPostgres:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def _stop(self) -> None:
-        with contextlib.suppress(EmbeddedError, FileNotFoundError):
-            self._run(
-                str(self._bin / "pg_ctl"),
-                "-D",
-                str(self.directory / "data"),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            )
+        """A fast shutdown; one that fails or hangs is made immediate, and a server that
+        still runs after that is killed: none outlives the harness."""
+        data = self.directory / "data"
+        for mode in ("fast", "immediate"):
+            with contextlib.suppress(EmbeddedError, FileNotFoundError, subprocess.TimeoutExpired):
+                self._run(str(self._bin / "pg_ctl"), "-D", str(data), "-m", mode, "-w",
+                          "-t", "30", "stop")  # fmt: skip
+            if not (data / "postmaster.pid").exists():
+                return
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)  # its backends exit when their postmaster does
 
 
 def configured(flags: dict[str, object], environ: dict[str, str] | None = None) -> set[str]:

@@ -10,6 +10,7 @@ as users' clients do: a multi-host DSN with ``target_session_attrs=read-write``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
@@ -125,6 +126,9 @@ class ReplicatedPostgres:
         self._wait_streaming()
 
     def stop(self) -> None:
+        """Stop every server it ran (each on its own: one that fails stops none of the
+        others from stopping) and remove the folder."""
         for server in (self.standby, self.primary, *self._gone):
-            server.stop()
+            with contextlib.suppress(Exception):
+                server.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
