@@ -356,25 +356,20 @@ class Experiment:
         return dataclasses.replace(self, params=params, sweep=sweep, repeat=1)
 
     def _quick_floor_s(self) -> float:
-        """The shortest load ``--quick`` leaves: :data:`QUICK_LOAD_S`, or for a fault that
-        lasts (a pause), a warm-up second and twice each of its pauses, so that they land
-        one after the other inside the load."""
-        kinds = [
-            faults.fault(k) for k in self.sweep.get("fault", [self.params.get("fault", "none")])
-        ]
-        if not any(k.lasting for k in kinds):
+        """The shortest load ``--quick`` leaves: :data:`QUICK_LOAD_S`, or for faults that
+        take a while (a pause, a failover), a warm-up second and twice each one's span,
+        so that they land one after the other inside the load."""
+
+        def largest(name: str) -> Any:
+            one = self.params.get(name, FIELDS[name].default)
+            return max(self.sweep.get(name, [one]), key=lambda v: coerce(name, v))
+
+        kinds = [faults.fault(k) for k in self.sweep.get("fault", [largest("fault")])]
+        idle = int(coerce("claim_idle_ms", largest("claim_idle_ms")))
+        span = max(k.span_s(idle) for k in kinds)
+        if not span:
             return QUICK_LOAD_S
-        count = max(
-            int(v)
-            for v in self.sweep.get("faults", [self.params.get("faults", FIELDS["faults"].default)])
-        )
-        idle = max(
-            int(v)
-            for v in self.sweep.get(
-                "claim_idle_ms", [self.params.get("claim_idle_ms", FIELDS["claim_idle_ms"].default)]
-            )
-        )
-        return max(QUICK_LOAD_S, 1.0 + 2 * count * faults.pause_s(idle))
+        return max(QUICK_LOAD_S, 1.0 + 2 * int(coerce("faults", largest("faults"))) * span)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Protocol
 
+#: about how long a failover takes here: the primary's crash, the standby's promotion,
+#: and a new standby cloned and streaming (seconds)
+FAILOVER_S = 2.0
 #: The application name consumers' PostgreSQL connections carry (pg-terminate finds them).
 CONSUMER_APPLICATION = "harness-consumer"
 #: how long a fault waits for work in flight to hit before it lands on nothing. The
@@ -112,6 +115,9 @@ class Fault:
     measures_broker_loss: ClassVar[bool] = False
     #: lasts beyond its injection (a pause): its window ends when the runner ends it
     lasting: ClassVar[bool] = False
+    #: takes long enough (a pause, a failover) that its moments are planned a slot
+    #: apart, and ``--quick`` keeps the load its span needs (:meth:`span_s`)
+    spaced: ClassVar[bool] = False
     #: the trial runs a PostgreSQL of its own, to crash
     own_postgres: ClassVar[bool] = False
     #: ... with a streaming standby (``pg_standby``), to promote
@@ -123,6 +129,10 @@ class Fault:
     def ready(self, target: Target) -> bool:
         """Whether one can be injected now (else the runner tries at its next poll)."""
         return True
+
+    def span_s(self, claim_idle_ms: int) -> float:
+        """About how long one lasts, seconds (0: an instant)."""
+        return 0.0
 
     def inject(self, target: Target) -> int:
         """Inject one, now; what it hit (0: nothing in flight)."""
@@ -248,6 +258,10 @@ class PgFailover(Fault):
     own_postgres = True
     needs_standby = True
     records_commits = True
+    spaced = True
+
+    def span_s(self, claim_idle_ms: int) -> float:
+        return FAILOVER_S
 
     def inject(self, target: Target) -> int:
         hit = first_nonzero(target.busy_backends)
@@ -277,6 +291,10 @@ class PauseConsumer(Fault):
 
     name = "pause-consumer"
     lasting = True
+    spaced = True
+
+    def span_s(self, claim_idle_ms: int) -> float:
+        return pause_s(claim_idle_ms)
 
     def ready(self, target: Target) -> bool:
         return not target.pausing()
@@ -348,14 +366,14 @@ class FaultPlan:
     ) -> FaultPlan:
         """``count`` moments: with a ``window`` (its first and end second, open loop),
         times uniform in its first 90%, while the load still flows; else shares uniform in
-        the middle of the trial (10%–80% of the events). A fault that lasts (a pause)
-        gets one moment in the first half of each of ``count`` equal slots, so that each
-        has time to end before the next is due."""
+        the middle of the trial (10%–80% of the events). A fault that takes a while (a
+        pause, a failover: ``spaced``) gets one moment in the first half of each of
+        ``count`` equal slots, so that each has time to end before the next is due."""
         if fault(kind) is FAULTS["none"] or count <= 0:
             return cls(kind)
         rng = random.Random(f"{seed}:{kind}")
         low, high = (window[0], window[0] + 0.9 * (window[1] - window[0])) if window else (0.1, 0.8)
-        if fault(kind).lasting:
+        if fault(kind).spaced:
             slot = (high - low) / count
             moments = [low + i * slot + rng.uniform(0, slot / 2) for i in range(count)]
         else:
