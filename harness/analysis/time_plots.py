@@ -194,29 +194,7 @@ def throughput_over_time(run: Run) -> Figure:
     banded = bands(run, t)
     per_trial = banded.empty
     steps: Any = stats.rates(run) if per_trial else None
-    if per_trial:
-        caption = (
-            "One line per trial: events committed per second between samples taken about once "
-            "a second, from the first publish to the last commit."
-        )
-    else:
-        n = int(banded["rate_eps_n"].max())
-        caption = (
-            f"One line per configuration: the mean of its {n} repeats, second by second; "
-            "band: the 95% confidence interval of that mean (Student t)."
-        )
-    if latency:
-        caption += (
-            " Below: the p99 latency of the events due in each second, from their intended "
-            "send time to their commit."
-        )
-    if windows:
-        caption += " Shaded: the measured window of the open-loop trials."
-    if faults:
-        caption += (
-            " Red: each fault from its injection to its end (a paused consumer's, until it "
-            "went on), the faults of every trial drawn."
-        )
+    caption = _caption(banded, latency=latency, windows=bool(windows), faults=bool(faults))
     fig, grid = figure(
         len(panels), "Commit rate over time" + (", per trial" if per_trial else ""), caption,
         rows=2 if latency else 1, height=7.8 if latency else 4.8, sharex=True, sharey="row",
@@ -234,17 +212,7 @@ def throughput_over_time(run: Run) -> Figure:
             f"{label(style.panel)}: {value}" if style.panel else "", fontsize=10
         )
         for ax in (row[column] for row in rows):
-            for start, end in windows:
-                ax.axvspan(
-                    start, end, color="0.5", alpha=0.12 / len(windows), lw=0, zorder=0,
-                    label="_measured window",
-                )  # fmt: skip
-            for start, end in faults:
-                ax.axvspan(
-                    start, end, color=FAULT_COLOUR, alpha=max(0.08, 0.3 / len(t)), lw=0,
-                    zorder=0, label="_fault",
-                )  # fmt: skip
-            ax.grid(alpha=0.3)
+            _shade(ax, windows, faults, trials=len(t))
         rows[-1][column].set_xlabel("time since publishing began (s)")
     # shared axes: set the limits once, from every panel's data; a band of two or three
     # repeats can be far wider than any mean (in the drain), so it may leave the chart
@@ -265,6 +233,55 @@ def throughput_over_time(run: Run) -> Figure:
     if handles and len(handles) <= 24:
         fig.legend(handles=handles, loc="outside right center")
     return fig
+
+
+def _caption(banded: Any, *, latency: bool, windows: bool, faults: bool) -> str:
+    """What the chart shows: a line per trial, or per configuration in its band."""
+    if banded.empty:
+        caption = (
+            "One line per trial: events committed per second between samples taken about once "
+            "a second, from the first publish to the last commit."
+        )
+    else:
+        caption = (
+            f"One line per configuration: the mean of its {int(banded['rate_eps_n'].max())} "
+            "repeats, second by second; band: the 95% confidence interval of that mean "
+            "(Student t)."
+        )
+    if latency:
+        caption += (
+            " Below: the p99 latency of the events due in each second, from their intended "
+            "send time to their commit."
+        )
+    if windows:
+        caption += " Shaded: the measured window of the open-loop trials."
+    if faults:
+        caption += (
+            " Red: each fault from its injection to its end (a paused consumer's, until it "
+            "went on), the faults of every trial drawn."
+        )
+    return caption
+
+
+def _shade(
+    ax: Axes,
+    windows: list[tuple[float, float]],
+    faults: list[tuple[float, float]],
+    *,
+    trials: int,
+) -> None:
+    """The measured windows in grey, the faults in red, behind the lines; the grid."""
+    for start, end in windows:
+        ax.axvspan(
+            start, end, color="0.5", alpha=0.12 / len(windows), lw=0, zorder=0,
+            label="_measured window",
+        )  # fmt: skip
+    for start, end in faults:
+        ax.axvspan(
+            start, end, color=FAULT_COLOUR, alpha=max(0.08, 0.3 / trials), lw=0, zorder=0,
+            label="_fault",
+        )  # fmt: skip
+    ax.grid(alpha=0.3)
 
 
 def _trials(

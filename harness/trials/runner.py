@@ -11,11 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import resource
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Container
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,9 +22,6 @@ from ray.exceptions import RayActorError
 from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
 from harness.infra.config import Settings
-from harness.infra.embedded import EmbeddedPostgres
-from harness.infra.redis_server import ManagedRedis
-from harness.infra.replication import ReplicatedPostgres
 from harness.model import steady as steady_mod
 from harness.model.generator import Generator, Workload
 from harness.model.steady import PerSecond, SteadyState
@@ -37,9 +31,10 @@ from harness.store.postgres import Store
 from harness.trials import faults as faults_mod
 from harness.trials import verify
 from harness.trials.actors import ConsumerActor, PublisherActor, ServiceActor
-from harness.trials.experiment import Trial, TrialParams
+from harness.trials.experiment import Trial
 from harness.trials.faults import FaultPlan
 from harness.trials.results import TrialResult
+from harness.trials.servers import TrialServers
 from harness.trials.state import (
     FaultWindow,
     NoProgress,
@@ -50,7 +45,7 @@ from harness.trials.state import (
     TrialState,
     timeseries,
 )
-from harness.trials.target import FaultTarget, continue_process
+from harness.trials.target import FaultTarget, continue_paused
 
 POLL_S = 0.1
 #: the longest pause between polls of a trial without faults: each poll is a Ray call to
@@ -86,14 +81,11 @@ class Runner:
         self._spares: list[Any] = []
         self._service: Any = None
         self._service_url = ""
-        self._managed: ManagedRedis | None = None
-        self._managed_brokers: dict[str, broker_mod.Broker] = {}
-        #: a trial's own PostgreSQL (a fault that crashes it), and the store on it
-        self._own_pg: EmbeddedPostgres | ReplicatedPostgres | None = None
-        self._own_store: Store | None = None
+        #: the servers a trial runs for itself (a fault that crashes one, a standby)
+        self._own = TrialServers(self.keys, settings.pg_schema)
 
     def close(self) -> None:
-        self._tear_down_own_servers()
+        self._own.stop()
         if self._service is not None:
             ray.get(self._service.stop.remote())
             ray.kill(self._service)
@@ -152,30 +144,14 @@ class Runner:
         try:
             result = verify.result(self._trial_store, trial, generator, outcome, error)
         finally:
-            self._tear_down_own_servers()
+            self._own.stop()
         self.progress.trial_finished(result)
         return result, timeseries
 
     @property
     def _trial_store(self) -> Store:
         """The store of the trial going on: its own PostgreSQL's, or the run's."""
-        return self._own_store or self.store
-
-    def _tear_down_own_servers(self) -> None:
-        """Stop the servers a trial started for itself and remove their folders (after
-        every trial, and when the run ends: an interrupted one leaves none behind)."""
-        if self._managed is not None:
-            for channel in self._managed_brokers.values():
-                channel.client.close()
-            self._managed.stop()
-            shutil.rmtree(self._managed.directory, ignore_errors=True)
-            self._managed = None
-        if self._own_pg is not None:
-            if self._own_store is not None:
-                self._own_store.close()
-            self._own_pg.stop()
-            shutil.rmtree(self._own_pg.directory, ignore_errors=True)
-            self._own_pg, self._own_store = None, None
+        return self._own.store or self.store
 
     # -- the phases of a trial ----------------------------------------------------------
     #
@@ -199,8 +175,9 @@ class Runner:
         """Reset the stores, start the consumers, plan each publisher's slice."""
         p = trial.params
         kind = faults_mod.fault(p.fault)
-        brokers, redis_url = self._brokers_for(kind, p.appendfsync)
-        pg_dsn = self._postgres_for(kind, p)
+        # a fault that crashes a server gets servers of the trial's own (trials.servers)
+        redis_url = self._own.start_redis(kind, p.appendfsync) or self.settings.redis_url
+        brokers, pg_dsn = self._own.brokers or self.brokers, self._own.start_postgres(kind, p)
         broker = brokers[p.broker]
         reset_from = self._clock()
         self._trial_store.reset()
@@ -228,8 +205,7 @@ class Runner:
             [c.start.remote(cfg, **setup) for c, cfg in zip(consumers, configs, strict=True)]
         )
         window = load.window(p)
-        # Under load, faults land at seeded times in the measured window; in a burst, at
-        # seeded shares of the work committed.
+        # faults land at seeded times in the measured window, or shares of a burst's work
         fault = FaultPlan.draw(
             p.fault, p.faults, trial.seed, (window.first, window.end) if window else None
         )
@@ -264,47 +240,6 @@ class Runner:
         spares = self._actors(self._spares, ConsumerActor, n)
         self._spares = self._spares[n:]
         return spares
-
-    def _brokers_for(
-        self, kind: faults_mod.Fault, appendfsync: str
-    ) -> tuple[dict[str, broker_mod.Broker], str]:
-        """The brokers of a trial, and their Redis: the run's, or for a fault that crashes
-        it, a redis-server of the trial's own, persisting to an AOF."""
-        if not kind.own_redis:
-            return self.brokers, self.settings.redis_url
-        self._managed = ManagedRedis(
-            Path(tempfile.mkdtemp(prefix="harness-redis-")), appendfsync=appendfsync
-        )
-        self._managed.start()
-        url = self._managed.url
-        self._managed_brokers = {
-            name: broker_mod.open_broker(name, url, self.keys, role="driver")
-            for name in broker_mod.BROKERS
-        }
-        return self._managed_brokers, url
-
-    def _postgres_for(self, kind: faults_mod.Fault, p: TrialParams) -> str | None:
-        """For a fault that crashes PostgreSQL, or a trial with a standby, a deployment
-        of the trial's own (its DSN); ``None``: the run's server."""
-        if not kind.own_postgres and p.pg_standby == "none":
-            return None
-        folder = Path(tempfile.mkdtemp(prefix="harness-pg-trial-"))
-        folder.chmod(0o755)  # the server may run as another user (as root: nobody)
-        if p.pg_standby == "none":
-            self._own_pg = EmbeddedPostgres(
-                folder, options={"synchronous_commit": p.synchronous_commit}
-            )
-        else:
-            self._own_pg = ReplicatedPostgres(
-                folder,
-                p.pg_standby,
-                p.synchronous_commit,
-                failovers=p.faults if kind.needs_standby else 0,
-            )
-        self._own_pg.start()
-        self._own_store = Store(self._own_pg.dsn, schema=self.settings.pg_schema)
-        self._own_store.create_schema()
-        return self._own_pg.dsn
 
     def _offer_load(self, run: TrialState) -> None:
         """Start the publishers and watch until every one has sent its slice."""
@@ -352,7 +287,7 @@ class Runner:
         # a paused consumer answers nothing: it counts as it last said
         cons = {**{i: pause.report for i, pause in run.paused.items()}, **polled}
         committed = sum(r.get("received", 0) for r in [*cons.values(), *run.dead_reports])
-        since_origin = self._since_origin(run)
+        since_origin = run.since_origin()
         due = run.fault_plan.due(committed, run.workload.events, run.injected, since_origin)
         if due:
             self._inject(run, cons, due)
@@ -381,31 +316,20 @@ class Runner:
         for _ in range(due):
             if not kind.ready(target):
                 return
-            target.window = window = FaultWindow(self._since_origin(run))
+            target.window = window = FaultWindow(run.since_origin())
             run.windows.append(window)
             run.injected += 1
             run.in_flight.append(kind.inject(target))
             if not kind.lasting:
-                window.end_s = self._since_origin(run)
+                window.end_s = run.since_origin()
 
     def _continue_paused(self, run: TrialState, *, every: bool = False) -> None:
-        """Continue the paused consumers whose pause is over (``every``: all of them). A
-        pause hit what its peers took over meanwhile: that is the fault's in-flight
-        count (none taken over: it missed)."""
-        for index, pause in list(run.paused.items()):
-            if not every and self._clock() < pause.until:
-                continue
-            continue_process(pause.node, pause.pid)
-            pause.window.end_s = self._since_origin(run)
-            del run.paused[index]
-            peers = self._poll_consumers(run.alive, skip=run.paused)
-            taken = sum(r.get("delivered_again", 0) for i, r in peers.items() if i != index)
-            run.in_flight[pause.fault] = max(0, taken - pause.reclaimed_before)
-            pause.window.detail = f"peers took over {run.in_flight[pause.fault]:,} events"
-
-    @staticmethod
-    def _since_origin(run: TrialState) -> float:
-        return (time.time_ns() - run.origin_ns) / 1e9
+        continue_paused(
+            run,
+            lambda: self._poll_consumers(run.alive, skip=run.paused),
+            now=self._clock(),
+            every=every,
+        )
 
     def _collect(self, run: TrialState) -> tuple[Outcome, list[dict[str, Any]]]:
         """Stop the actors and gather what they counted: totals, per-second series, the
@@ -424,13 +348,6 @@ class Runner:
             (r["first_publish_ns"] for r in pub_reports if r["first_publish_ns"]), default=0
         )
         last_ns = max((r["last_commit_ns"] for r in reports), default=0)
-        injected, in_flight = run.injected, list(run.in_flight)
-        if run.fault_plan.fault.publisher_side:
-            # each lost reply hit the round it belonged to, by construction
-            injected = sum(r.get("replies_lost", 0) for r in pub_reports)
-            in_flight = [1] * injected
-        # a planned fault that never landed (the trial ended first) hit nothing
-        in_flight += [0] * max(0, run.fault_plan.count - injected)
         per_second = PerSecond.merge(pub_reports, everyone)
         steady = (
             steady_mod.measure(per_second, run.window, offered_eps=p.rate, slo_p99_ms=p.slo_p99_ms)
@@ -452,11 +369,7 @@ class Runner:
             consumers_died=p.consumers - len(alive),
             abandoned=sum(r.get("gave_up", 0) for r in everyone),
             reset_s=run.reset_s,
-            faults_injected=injected,
-            in_flight_at_fault=sum(in_flight),
-            faults_missed=sum(1 for hit in in_flight if hit == 0),
-            fault_windows=";".join(w.text() for w in run.windows),
-            fault_details=";".join(w.detail for w in run.windows),
+            **_faults_of(run, pub_reports),
             committed_keys=frozenset().union(*(r.get("committed_keys", ()) for r in reports)),
             producers={
                 r["producer"]: r["entries_numbered"] for r in pub_reports if r.get("producer")
@@ -488,9 +401,9 @@ class Runner:
         return FaultTarget(
             run=run,
             store=self._trial_store,
-            own_postgres=self._own_pg,
+            own_postgres=self._own.postgres,
             keys=self.keys,
-            managed=self._managed,
+            managed=self._own.redis,
             new_consumer=lambda: self._new_actor(ConsumerActor),
             poll_consumers=self._poll_consumers,
             reports=reports,
@@ -522,6 +435,25 @@ class Runner:
             except RayActorError:
                 del alive[i]  # its pending entries are reclaimed by its peers
         return reports
+
+
+def _faults_of(run: TrialState, pub_reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the trial's faults did, as :class:`Outcome` records it: how many landed,
+    what they hit, which missed, when each began and ended, what each found."""
+    injected, in_flight = run.injected, list(run.in_flight)
+    if run.fault_plan.fault.publisher_side:
+        # each lost reply hit the round it belonged to, by construction
+        injected = sum(r.get("replies_lost", 0) for r in pub_reports)
+        in_flight = [1] * injected
+    # a planned fault that never landed (the trial ended first) hit nothing
+    in_flight += [0] * max(0, run.fault_plan.count - injected)
+    return {
+        "faults_injected": injected,
+        "in_flight_at_fault": sum(in_flight),
+        "faults_missed": sum(1 for hit in in_flight if hit == 0),
+        "fault_windows": ";".join(w.text() for w in run.windows),
+        "fault_details": ";".join(w.detail for w in run.windows),
+    }
 
 
 def _consumer_configs(trial: Trial, origin_ns: int) -> list[ConsumerConfig]:

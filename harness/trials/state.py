@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import time
 from typing import Any, Protocol
 
 from harness.delivery import broker as broker_mod
@@ -110,6 +111,10 @@ class TrialState:
     windows: list[FaultWindow] = dataclasses.field(default_factory=list)
     #: consumers stopped by a pause, by index: not polled until they are continued
     paused: dict[int, Pause] = dataclasses.field(default_factory=dict)
+
+    def since_origin(self) -> float:
+        """Seconds since the trial's clock origin, now."""
+        return (time.time_ns() - self.origin_ns) / 1e9
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

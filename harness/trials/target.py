@@ -53,6 +53,23 @@ def continue_process(node: str, pid: int) -> None:
     signal_actor(node, pid, signal.SIGCONT)
 
 
+def continue_paused(
+    run: TrialState, poll_peers: Callable[[], Reports], *, now: float, every: bool = False
+) -> None:
+    """Continue the paused consumers whose pause is over by ``now`` (the driver's
+    monotonic clock; ``every``: all of them). A pause hit what its peers took over
+    meanwhile: that is the fault's in-flight count (none taken over: it missed)."""
+    for index, pause in list(run.paused.items()):
+        if not every and now < pause.until:
+            continue
+        continue_process(pause.node, pause.pid)
+        pause.window.end_s = run.since_origin()
+        del run.paused[index]
+        taken = sum(r.get("delivered_again", 0) for i, r in poll_peers().items() if i != index)
+        run.in_flight[pause.fault] = max(0, taken - pause.reclaimed_before)
+        pause.window.detail = f"peers took over {run.in_flight[pause.fault]:,} events"
+
+
 @dataclasses.dataclass
 class FaultTarget:
     run: TrialState

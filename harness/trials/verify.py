@@ -48,16 +48,13 @@ def result(
     counters = store.counters()
     stored = Verification(0, 0, 0, 0)
     verdict = invariants.Verdict(violations=(), anomalies=(), lost_updates=0)
-    retries, lost_by_broker = outcome.retries(), 0
-    commit_lost = 0
+    retries, lost_by_broker, commit_lost = outcome.retries(), 0, 0
     if outcome.ran:
         kind = faults.fault(trial.params.fault)
         stored = store.verify(generator.expected_keys(), with_missing=kind.records_commits)
         commit_lost = commits_lost(stored, outcome)
         if outcome.published != generator.total:
-            error = (
-                f"publishers sent {outcome.published} events, the workload has {generator.total}"
-            )
+            error = f"publishers sent {outcome.published} events, the workload {generator.total}"
         confirmed = generator.total + outcome.resent - outcome.rejected
         lost_by_broker = broker_lost(store, trial, outcome, confirmed)
         verdict = _verdict(trial, generator, outcome, counters, stored, lost_by_broker, commit_lost)

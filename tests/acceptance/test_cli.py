@@ -7,11 +7,13 @@ import csv
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,26 @@ def _env(settings: Settings) -> dict[str, str]:
         "HARNESS_PG_SCHEMA": settings.pg_schema,
         "HARNESS_KEY_PREFIX": settings.key_prefix,
     }
+
+
+@pytest.fixture
+def trial_tmp() -> Iterator[Path]:
+    """A temporary folder for the harness's own servers (TMPDIR), which the user it runs
+    PostgreSQL as can reach: what a run leaves behind is looked for there alone, so that
+    another suite on the machine cannot confuse the check."""
+    folder = Path(tempfile.mkdtemp(prefix="harness-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _left_behind(folder: Path) -> list[str]:
+    """What a run left in ``folder``: files, and processes that run from there."""
+    data = [f"{folder}/harness-pg-trial-", f"{folder}/harness-redis-"]  # servers' folders
+    running = [p for p in _processes() if any(d in p for d in data)]
+    # harness-pginstall: the PostgreSQL binaries, copied once where its user can run them
+    kept = [str(p) for p in folder.iterdir() if p.name != "harness-pginstall"]
+    return kept + running
 
 
 @pytest.mark.slow
@@ -207,13 +229,12 @@ def test_resume_runs_only_the_trials_not_recorded(settings: Settings, tmp_path: 
 
 @pytest.mark.parametrize("fault", ["none", "pg-crash"])
 def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
-    settings: Settings, tmp_path: Path, fault: str
+    settings: Settings, tmp_path: Path, fault: str, trial_tmp: Path
 ) -> None:
     """Ctrl-C reaches the terminal's whole process group while the driver waits on its
     actors: the run ends with 130, says so, and marks itself interrupted (``--resume``
     then runs what it did not record). A trial on a PostgreSQL of its own (pg-crash)
     leaves neither that server nor its data folder behind."""
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*")))
     args = ["run", "smoke", "--out", str(tmp_path), "--run-id", "i", "--quiet"]
     # a trial far too long to finish before the signal (its faults far off)
     slow = ["--set", "events=5000000", "--set", "batch_size=10", "--set", "publishers=1",
@@ -225,7 +246,7 @@ def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
         stderr=subprocess.PIPE,
         text=True,
         # a driver that hangs is made to show where (faulthandler, on SIGABRT)
-        env={**os.environ, **_env(settings), "PYTHONFAULTHANDLER": "1"},
+        env={**os.environ, **_env(settings), "PYTHONFAULTHANDLER": "1", "TMPDIR": str(trial_tmp)},
         start_new_session=True,  # its own process group, as a shell gives a job
     )
     client = redis.Redis.from_url(settings.redis_url)
@@ -253,8 +274,7 @@ def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
     run = tmp_path / "smoke" / "i"
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     assert not (run / "trials.csv").exists()  # no trial finished; the cut one is not kept
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*"))) == before
-    assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
+    assert _left_behind(trial_tmp) == []  # no trial server, no data folder
 
 
 @pytest.mark.slow
@@ -338,18 +358,17 @@ def test_a_paused_consumers_work_is_taken_over_and_applied_once(
 
 @pytest.mark.slow
 def test_a_postgres_crash_loses_only_what_synchronous_commit_off_allows(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, trial_tmp: Path
 ) -> None:
     """pg-crash under load, on a PostgreSQL of the trial's own: with synchronous_commit
     on nothing is lost; with off, whatever is lost is a commit a consumer had been told
     succeeded (commit_lost), and nothing else. No server or data folder is left."""
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*")))
     proc = harness(
         "run", "smoke", "--out", str(tmp_path), "--run-id", "c", "--quiet",
         "--set", "rate=3000", "--set", "duration_s=6", "--set", "warmup_s=1",
         "--set", "fault=pg-crash", "--set", "faults=2", "--set", "synchronous_commit=on,off",
         "--set", "repeat=1",
-        env=_env(settings),
+        env={**_env(settings), "TMPDIR": str(trial_tmp)},
         timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -366,13 +385,12 @@ def test_a_postgres_crash_loses_only_what_synchronous_commit_off_allows(
     assert safe["invariant_ok"] == "True" and safe["anomaly"] == "False", safe
     assert int(safe["lost"]) == 0 and safe["received"] == safe["events_published"], safe
     assert unsafe["invariant_ok"] == "True", unsafe  # a loss, if any, is the expected one
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "harness-pg-trial-*"))) == before
-    assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
+    assert _left_behind(trial_tmp) == []
 
 
 @pytest.mark.slow
 def test_a_failover_to_a_synchronous_standby_loses_nothing(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, trial_tmp: Path
 ) -> None:
     """pg-failover under load: the primary crashes and its standby is promoted, twice;
     the consumers find the new primary through their multi-host DSN. Synchronous: nothing
@@ -382,7 +400,7 @@ def test_a_failover_to_a_synchronous_standby_loses_nothing(
         "--set", "rate=3000", "--set", "duration_s=8", "--set", "warmup_s=1",
         "--set", "fault=pg-failover", "--set", "faults=2", "--set", "pg_standby=async,sync",
         "--set", "repeat=1",
-        env=_env(settings),
+        env={**_env(settings), "TMPDIR": str(trial_tmp)},
         timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -398,7 +416,7 @@ def test_a_failover_to_a_synchronous_standby_loses_nothing(
     assert safe["invariant_ok"] == "True" and safe["anomaly"] == "False", safe
     assert int(safe["lost"]) == 0 and safe["received"] == safe["events_published"], safe
     assert rows["async"]["invariant_ok"] == "True", rows["async"]
-    assert not [p for p in _processes() if "harness-pg-trial-" in p], "a trial's server is left"
+    assert _left_behind(trial_tmp) == []
 
 
 def _processes() -> list[str]:
