@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -247,3 +248,40 @@ def test_a_killed_services_metrics_directory_is_swept_by_the_next_one(settings: 
         assert not left[0].exists()
     finally:
         second.stop()
+
+
+def test_serve_follows_a_failover_to_a_synchronous_standby(settings: Settings) -> None:
+    """``harness serve`` on a primary with a synchronous standby, given the multi-host DSN
+    users' clients use (``target_session_attrs=read-write``): the primary crashes and the
+    standby is promoted while the consumers apply what was accepted; afterwards /stats
+    counts exactly what the service accepted, each distinct event once."""
+    from harness.infra.replication import ReplicatedPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="harness-pg-trial-"))
+    pair = ReplicatedPostgres(folder, "sync", failovers=1)
+    server = None
+    try:
+        pair.start()
+        on_pair = dataclasses.replace(settings, pg_dsn=pair.dsn)
+        server = Server(on_pair, free_port(), "--consumers", "2")
+        events = _events(6000, 1500)  # 1,500 distinct keys (topics cycle in step)
+        accepted = _post_all(server.url, events[:3000], 100)
+        pair.fail_over()  # the consumers are applying the first half now
+        accepted += _post_all(server.url, events[3000:], 100)
+        deadline = time.monotonic() + 90
+        while True:  # a read that meets a connection to the old primary gets a 503
+            response = httpx.get(f"{server.url}/stats", timeout=5)
+            stats = response.json() if response.status_code == 200 else {}
+            if stats.get("pending") == 0 and stats.get("received", 0) >= accepted:
+                break
+            assert time.monotonic() < deadline, (response.status_code, stats)
+            time.sleep(0.2)
+        assert pair.failed_over == 1
+        assert stats["received"] == accepted == 6000
+        assert stats["unique_processed"] == 1500
+        assert stats["duplicate_dropped"] == 4500
+    finally:
+        if server is not None:
+            server.stop()
+        pair.stop()
+    assert not folder.exists()
