@@ -31,6 +31,17 @@ CONSUMER_APPLICATION = "harness-consumer"
 FIND_S = 3.0
 
 
+@dataclasses.dataclass(frozen=True)
+class Durability:
+    """What a trial's settings promise to keep, which decides what loss a fault admits:
+    the broker, Redis's fsync policy, PostgreSQL's commit and its standby."""
+
+    broker: str = "stream"
+    appendfsync: str = "everysec"
+    synchronous_commit: str = "on"
+    pg_standby: str = "none"
+
+
 class Target(Protocol):
     """A running trial as a fault acts on it (the runner's :class:`FaultTarget`)."""
 
@@ -138,17 +149,9 @@ class Fault:
         """Inject one, now; what it hit (0: nothing in flight)."""
         raise NotImplementedError(f"{self.name} is not injected by the driver")
 
-    def admits_loss(
-        self,
-        broker: str,
-        appendfsync: str,
-        *,
-        synchronous_commit: str = "on",
-        pg_standby: str = "none",
-    ) -> bool:
-        """Whether a trial of this fault on this broker, with these durability settings,
-        is known to lose events."""
-        return broker in self.lossy_brokers
+    def admits_loss(self, d: Durability) -> bool:
+        """Whether a trial of this fault, with these settings, is known to lose events."""
+        return d.broker in self.lossy_brokers
 
     def __repr__(self) -> str:
         return f"<fault {self.name}>"
@@ -205,16 +208,9 @@ class RedisRestart(Fault):
         target.restart_redis()
         return hit
 
-    def admits_loss(
-        self,
-        broker: str,
-        appendfsync: str,
-        *,
-        synchronous_commit: str = "on",
-        pg_standby: str = "none",
-    ) -> bool:
+    def admits_loss(self, d: Durability) -> bool:
         # the broker's own loss: writes not yet fsynced when it crashed
-        return appendfsync != "always"
+        return d.appendfsync != "always"
 
 
 class PgCrash(Fault):
@@ -234,15 +230,8 @@ class PgCrash(Fault):
         target.crash_postgres()
         return hit
 
-    def admits_loss(
-        self,
-        broker: str,
-        appendfsync: str,
-        *,
-        synchronous_commit: str = "on",
-        pg_standby: str = "none",
-    ) -> bool:
-        return synchronous_commit == "off" or broker in self.lossy_brokers
+    def admits_loss(self, d: Durability) -> bool:
+        return d.synchronous_commit == "off"
 
 
 class PgFailover(Fault):
@@ -268,15 +257,8 @@ class PgFailover(Fault):
         target.fail_over_postgres()
         return hit
 
-    def admits_loss(
-        self,
-        broker: str,
-        appendfsync: str,
-        *,
-        synchronous_commit: str = "on",
-        pg_standby: str = "none",
-    ) -> bool:
-        return pg_standby != "sync" or synchronous_commit == "off"
+    def admits_loss(self, d: Durability) -> bool:
+        return d.pg_standby != "sync" or d.synchronous_commit == "off"
 
 
 class PauseConsumer(Fault):

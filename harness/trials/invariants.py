@@ -94,13 +94,10 @@ class Evidence:
     def loss_expected(self) -> bool:
         """Whether this broker is known to lose events under this fault (or when its
         consumers abandon batches)."""
-        kind = faults.fault(self.fault)
-        if kind.admits_loss(
-            self.broker,
-            self.appendfsync,
-            synchronous_commit=self.synchronous_commit,
-            pg_standby=self.pg_standby,
-        ):
+        durability = faults.Durability(
+            self.broker, self.appendfsync, self.synchronous_commit, self.pg_standby
+        )
+        if faults.fault(self.fault).admits_loss(durability):
             return True
         # the seed's list has handed out the events of an abandoned batch: they are gone
         return self.broker == "list" and self.abandoned > 0

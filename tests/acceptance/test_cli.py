@@ -363,19 +363,9 @@ def test_a_postgres_crash_loses_only_what_synchronous_commit_off_allows(
     """pg-crash under load, on a PostgreSQL of the trial's own: with synchronous_commit
     on nothing is lost; with off, whatever is lost is a commit a consumer had been told
     succeeded (commit_lost), and nothing else. No server or data folder is left."""
-    proc = harness(
-        "run", "smoke", "--out", str(tmp_path), "--run-id", "c", "--quiet",
-        "--set", "rate=3000", "--set", "duration_s=6", "--set", "warmup_s=1",
-        "--set", "fault=pg-crash", "--set", "faults=2", "--set", "synchronous_commit=on,off",
-        "--set", "repeat=1",
-        env={**_env(settings), "TMPDIR": str(trial_tmp)},
-        timeout=400,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {
-        r["synchronous_commit"]: r
-        for r in csv.DictReader((tmp_path / "smoke" / "c" / "trials.csv").open())
-    }
+    rows = _fault_trials(
+        settings, tmp_path, trial_tmp, "synchronous_commit", "fault=pg-crash", "duration_s=6"
+    )
     for row in rows.values():
         assert row["error"] == "" and int(row["double_applied"]) == 0, row
         assert int(row["faults_injected"]) == 2 and int(row["faults_missed"]) == 0, row
@@ -395,18 +385,9 @@ def test_a_failover_to_a_synchronous_standby_loses_nothing(
     """pg-failover under load: the primary crashes and its standby is promoted, twice;
     the consumers find the new primary through their multi-host DSN. Synchronous: nothing
     lost. Asynchronous: whatever is lost is a commit the consumers were told succeeded."""
-    proc = harness(
-        "run", "smoke", "--out", str(tmp_path), "--run-id", "f", "--quiet",
-        "--set", "rate=3000", "--set", "duration_s=8", "--set", "warmup_s=1",
-        "--set", "fault=pg-failover", "--set", "faults=2", "--set", "pg_standby=async,sync",
-        "--set", "repeat=1",
-        env={**_env(settings), "TMPDIR": str(trial_tmp)},
-        timeout=400,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {
-        r["pg_standby"]: r for r in csv.DictReader((tmp_path / "smoke" / "f" / "trials.csv").open())
-    }
+    rows = _fault_trials(
+        settings, tmp_path, trial_tmp, "pg_standby", "fault=pg-failover", "duration_s=8"
+    )
     for row in rows.values():
         assert row["error"] == "" and int(row["double_applied"]) == 0, row
         assert int(row["faults_injected"]) == 2 and int(row["faults_missed"]) == 0, row
@@ -417,6 +398,25 @@ def test_a_failover_to_a_synchronous_standby_loses_nothing(
     assert int(safe["lost"]) == 0 and safe["received"] == safe["events_published"], safe
     assert rows["async"]["invariant_ok"] == "True", rows["async"]
     assert _left_behind(trial_tmp) == []
+
+
+#: the values of each axis the fault tests sweep
+SETTINGS = {"synchronous_commit": "on,off", "pg_standby": "async,sync"}
+
+
+def _fault_trials(
+    settings: Settings, out: Path, trial_tmp: Path, axis: str, *sets: str
+) -> dict[str, dict[str, str]]:
+    """A smoke run under 3,000 events/s with two faults, once per value of ``axis``, its
+    servers' folders in ``trial_tmp``; its trials by that value."""
+    flags = [x for kv in ("rate=3000", "warmup_s=1", "faults=2", "repeat=1", *sets,
+                          f"{axis}={SETTINGS[axis]}") for x in ("--set", kv)]  # fmt: skip
+    proc = harness(
+        "run", "smoke", "--out", str(out), "--run-id", "f", "--quiet", *flags,
+        env={**_env(settings), "TMPDIR": str(trial_tmp)}, timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {r[axis]: r for r in csv.DictReader((out / "smoke" / "f" / "trials.csv").open())}
 
 
 def _processes() -> list[str]:

@@ -111,7 +111,7 @@ def test_a_fault_that_finds_nothing_in_flight_waits_then_says_so() -> None:
 def test_each_kind_admits_the_loss_its_design_allows_and_no_other(
     name: str, broker: str, appendfsync: str, loses: bool
 ) -> None:
-    assert faults.fault(name).admits_loss(broker, appendfsync) is loses
+    assert faults.fault(name).admits_loss(faults.Durability(broker, appendfsync)) is loses
 
 
 @pytest.mark.parametrize(("synchronous_commit", "loses"), [("on", False), ("off", True)])
@@ -120,7 +120,8 @@ def test_a_crashing_postgres_loses_only_what_it_had_not_flushed(
 ) -> None:
     """With synchronous_commit off a commit is confirmed before its WAL is on disk."""
     kind = faults.fault("pg-crash")
-    assert kind.admits_loss("stream", "always", synchronous_commit=synchronous_commit) is loses
+    durability = faults.Durability("stream", "always", synchronous_commit=synchronous_commit)
+    assert kind.admits_loss(durability) is loses
     assert kind.own_postgres and kind.records_commits and not kind.own_redis
 
 
@@ -165,7 +166,7 @@ def test_a_pause_lasts_and_waits_for_the_one_before_it_to_end() -> None:
 @pytest.mark.parametrize("broker", ["stream", "list"])
 def test_a_pause_admits_no_loss(broker: str) -> None:
     """The paused consumer goes on and commits what it held: later, never lost."""
-    assert not faults.fault("pause-consumer").admits_loss(broker, "everysec")
+    assert not faults.fault("pause-consumer").admits_loss(faults.Durability(broker))
 
 
 @pytest.mark.parametrize(("claim_idle_ms", "seconds"), [(500, 2.0), (2000, 5.0)])
@@ -199,12 +200,10 @@ def test_a_failover_loses_what_the_standby_had_not_received(
 ) -> None:
     """A synchronous standby flushed every commit before it was confirmed."""
     kind = faults.fault("pg-failover")
-    assert (
-        kind.admits_loss(
-            "stream", "always", synchronous_commit=synchronous_commit, pg_standby=pg_standby
-        )
-        is loses
+    durability = faults.Durability(
+        "stream", "always", synchronous_commit=synchronous_commit, pg_standby=pg_standby
     )
+    assert kind.admits_loss(durability) is loses
     assert kind.needs_standby and kind.own_postgres and kind.records_commits
 
 
