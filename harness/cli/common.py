@@ -78,7 +78,7 @@ class ConfigFlag:
     help: str
 
 
-_FLAG_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "int | None": int}
+_FLAG_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
 
 def _shown(value: Any) -> str:

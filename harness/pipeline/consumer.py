@@ -321,7 +321,7 @@ class Consumer:
             return self._refused(items, exc, committed)
         committed_ns = self._clock_ns()
         if self.config.record_commits:
-            self.stats.committed_keys.update(f"{row[0]}\x1f{row[1]}" for row in batch)
+            self.stats.committed_keys.update((row[0], row[1]) for row in batch)
         self._fault_after_commit()
         seconds = self._monotonic() - began if self._on_commit is not None else 0.0
         self.stats.committed(

@@ -41,9 +41,9 @@ class ConsumerStats:
     #: or take with it (the seed's list)
     in_hand: int = 0
     retries: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    #: ``topic\x1fevent_id`` of every event in a commit this consumer was told succeeded
+    #: ``(topic, event_id)`` of every event in a commit this consumer was told succeeded
     #: (only with ``ConsumerConfig.record_commits``)
-    committed_keys: set[str] = dataclasses.field(default_factory=set)
+    committed_keys: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     histogram: Any = dataclasses.field(default_factory=latency.new)
     #: with an origin: latency histograms by second the events were due in, and events
     #: committed by second of commit (seconds since the origin)

@@ -151,7 +151,7 @@ class ConsumerActor:
         return {
             **self.progress(),
             "latencies": stats.encoded_latencies(),
-            "committed_keys": sorted(stats.committed_keys),
+            "committed_keys": stats.committed_keys,
         }
 
 

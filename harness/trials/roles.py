@@ -26,18 +26,14 @@ START_LEAD_NS = 500_000_000
 
 class Burst:
     """Every publisher sends its slice as fast as it can (``rate`` = 0): the clock starts
-    when the publishers do; the whole trial is measured; faults land at shares of the
-    work committed."""
+    again when the publishers are told to start (a load that is not ``open_loop``); the
+    whole trial is measured; faults land at shares of the work committed."""
 
     name: ClassVar[str] = "burst"
     open_loop: ClassVar[bool] = False
 
     def origin_ns(self, set_up_ns: int) -> int:
         return set_up_ns
-
-    def restarts_clock(self) -> bool:
-        """Whether the clock starts again when the publishers are told to start."""
-        return True
 
     def window(self, p: TrialParams) -> Window | None:
         return None
@@ -56,9 +52,6 @@ class OpenLoop:
 
     def origin_ns(self, set_up_ns: int) -> int:
         return set_up_ns + START_LEAD_NS
-
-    def restarts_clock(self) -> bool:
-        return False
 
     def window(self, p: TrialParams) -> Window | None:
         return Window.of(p.warmup_s, p.duration_s)

@@ -244,7 +244,7 @@ class Runner:
     def _offer_load(self, run: TrialState) -> None:
         """Start the publishers and watch until every one has sent its slice."""
         p = run.trial.params
-        if run.trial.role.load.restarts_clock():
+        if not run.trial.role.load.open_loop:
             run.origin_ns = time.time_ns()  # a burst's clock starts now
         run.started = self._clock()
         run.nodes += ray.get(

@@ -149,9 +149,9 @@ class Outcome:
     fault_windows: str = ""
     #: what each fault found, in words, ``;`` between them
     fault_details: str = ""
-    #: ``topic\x1fevent_id`` of every event in a commit a consumer was told succeeded
+    #: ``(topic, event_id)`` of every event in a commit a consumer was told succeeded
     #: (faults that ``records_commits``)
-    committed_keys: frozenset[str] = frozenset()
+    committed_keys: frozenset[tuple[str, str]] = frozenset()
     #: whether the trial ran to its end (a failed one has only what the store holds)
     ran: bool = True
 
