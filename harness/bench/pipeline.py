@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from harness.bench import cpu as cpu_mod
+from harness.bench.shape import Shape
 from harness.infra.config import Settings
 from harness.model.generator import Generator, Workload
 from harness.pipeline.publisher import PublishPlan
@@ -60,40 +61,26 @@ class Measurement:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BenchConfig:
+class BenchConfig(Shape):
     #: events for (a) and (c); (b) is ~100× slower, so it gets fewer
     events: int = 400_000
     seed_events: int = 20_000
     #: events for (e) and (f), one event per stream entry and batches of 100: the shape
     #: of the experiments' trials, where every event carries its own identity
     entry_events: int = 100_000
-    batch_size: int = 1000
-    #: (c) at its best settings: an entry per batch, so that a consumer's read brings one
-    #: batch; one publisher, which keeps ahead of the consumers on its own; and three
-    #: consumers, which keep PostgreSQL as busy as four with one process fewer (each
-    #: Ray actor costs about 1% of a core even when idle; docs/performance.md has the
-    #: bench runs with four)
-    entry_size: int = 1000
     store_workers: int = 4
     seed_workers: int = 4
+    #: (c) at its best settings: an entry per batch (:attr:`Shape.entry_size`), so that a
+    #: consumer's read brings one batch; one publisher, which keeps ahead of the
+    #: consumers on its own; and three consumers, which keep PostgreSQL as busy as four
+    #: with one process fewer (each Ray actor costs about 1% of a core even when idle;
+    #: docs/performance.md has the bench runs with four)
     publishers: int = 1
     consumers: int = 3
-    duplicate_rate: float = 0.3
-    payload_bytes: int = 100
-    seed: int = 42
-    #: rounds of (a), (b), (c), (d), one after the other: ratios are taken of the
-    #: medians, so that a burst of load from elsewhere on the machine moves one round
-    repeat: int = 3
     #: run (a) and (c) once, at a quarter of the size, before the rounds, and discard
     #: them: the first pipeline trial of a run pays for Redis and the actors growing
     #: their memory, and comes out slower than the ones after it
     warmup: bool = True
-
-    def __post_init__(self) -> None:
-        if self.repeat < 1:
-            raise ValueError(f"repeat must be ≥ 1, got {self.repeat}")
-        if self.events < 1:
-            raise ValueError(f"events must be ≥ 1, got {self.events:,}")
 
     def quick(self) -> BenchConfig:
         return dataclasses.replace(
@@ -180,13 +167,7 @@ def _direct(
     """Actors apply a workload straight to the store: ``batch`` events per transaction
     (prepared before the clock runs), or, with batch 0, the seed's one-by-one design.
     Returns the span from the first start to the last finish, and the check."""
-    workload = Workload(
-        events=events,
-        duplicate_rate=cfg.duplicate_rate,
-        topics=10,
-        payload_bytes=cfg.payload_bytes,
-        seed=cfg.seed,
-    )
+    workload = cfg.workload(events)
     _clean_slate(store)
     actors = _workers(settings, workers)
     plans = PublishPlan.split(workload, workers)

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from harness.bench.shape import Shape
 from harness.delivery import broker as broker_mod
 from harness.delivery.keys import Keys
 from harness.infra.config import Settings
 from harness.model import events
-from harness.model.generator import Generator, Workload
+from harness.model.generator import Generator
 from harness.store.postgres import Store
 
 STEPS = ("encode", "xadd", "read", "decode", "prepare", "apply")
@@ -34,22 +35,11 @@ T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class StagesConfig:
-    events: int = 200_000
-    batch_size: int = 1000
-    #: as ``bench`` runs (c)
-    entry_size: int = 1000
+class StagesConfig(Shape):
+    """As ``bench`` runs (c), in one process, step by step."""
+
     #: stream entries per XADD round trip (the publishers' ``pipeline``)
     pipeline: int = 10
-    duplicate_rate: float = 0.3
-    payload_bytes: int = 100
-    seed: int = 42
-    #: passes over the whole workload; each step's best pass is reported
-    repeat: int = 3
-
-    def __post_init__(self) -> None:
-        if self.events < 1 or self.batch_size < 1 or self.entry_size < 1 or self.repeat < 1:
-            raise ValueError("events, batch_size, entry_size and repeat must be ≥ 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +76,7 @@ class _Clock:
 
 def _one_pass(settings: Settings, cfg: StagesConfig, store: Store, keys: Keys) -> _Clock:
     clock = _Clock()
-    generator = Generator(
-        Workload(
-            events=cfg.events,
-            duplicate_rate=cfg.duplicate_rate,
-            topics=10,
-            payload_bytes=cfg.payload_bytes,
-            seed=cfg.seed,
-        )
-    )
+    generator = Generator(cfg.workload())
     store.reset()
     channel = broker_mod.open_broker("stream", settings.redis_url, keys, role="stages")
     assert isinstance(channel, broker_mod.StreamBroker)

@@ -135,11 +135,30 @@ class Backlog:
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A client whose socket timeout outlasts any ``BLOCK`` we use (see redis-py #3138)."""
+    """A client whose socket timeout outlasts any ``BLOCK`` we use (see redis-py #3138).
+
+    ``url`` is a server's (``redis://``…), or a ``redis+sentinel://`` URL (see
+    :mod:`harness.infra.sentinel_url`): then the client asks the Sentinels where the
+    primary is before each new connection, so after a failover its next connection (a
+    command that failed with a connection error, retried) goes to the promoted replica.
+    The Sentinels themselves are asked with short timeouts: one that is down costs a
+    second, not the socket timeout.
+    """
     kwargs.setdefault("socket_timeout", 30)
     kwargs.setdefault("socket_connect_timeout", 5)
     kwargs.setdefault("health_check_interval", 30)
-    return redis.Redis.from_url(url, **kwargs)
+    from redis.sentinel import Sentinel  # this function is the module's only user of both
+
+    from harness.infra import sentinel_url
+
+    address = sentinel_url.parse(url)
+    if address is None:
+        return redis.Redis.from_url(url, **kwargs)
+    sentinels = Sentinel(
+        list(address.sentinels),
+        sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1},
+    )
+    return sentinels.master_for(address.master, db=address.db, **kwargs)
 
 
 def identities(

@@ -17,6 +17,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable
+from operator import methodcaller
 from typing import ClassVar, Protocol
 
 #: about how long a failover takes here: the primary's crash, the standby's promotion,
@@ -145,9 +146,20 @@ class Fault:
         """About how long one lasts, seconds (0: an instant)."""
         return 0.0
 
+    #: the :class:`Target` method that tells what a driver-side fault would hit now,
+    #: asked until it finds some (see :func:`first_nonzero`) …
+    finds: ClassVar[methodcaller | None] = None
+    #: … and the one that does it
+    strikes: ClassVar[methodcaller | None] = None
+
     def inject(self, target: Target) -> int:
         """Inject one, now; what it hit (0: nothing in flight)."""
-        raise NotImplementedError(f"{self.name} is not injected by the driver")
+        finds, strikes = self.finds, self.strikes
+        if finds is None or strikes is None:
+            raise NotImplementedError(f"{self.name} is not injected by the driver")
+        hit: int = first_nonzero(lambda: int(finds(target)))
+        strikes(target)
+        return hit
 
     def admits_loss(self, d: Durability) -> bool:
         """Whether a trial of this fault, with these settings, is known to lose events."""
@@ -177,11 +189,8 @@ class PgTerminate(Fault):
     """``pg_terminate_backend`` on every consumer connection: open transactions abort."""
 
     name = "pg-terminate"
-
-    def inject(self, target: Target) -> int:
-        hit = first_nonzero(target.busy_backends)
-        target.terminate_backends()
-        return hit
+    finds = methodcaller("busy_backends")
+    strikes = methodcaller("terminate_backends")
 
 
 class RedisClientKill(Fault):
@@ -190,10 +199,8 @@ class RedisClientKill(Fault):
     name = "redis-client-kill"
     lossy_brokers = frozenset({"list"})
 
-    def inject(self, target: Target) -> int:
-        hit = first_nonzero(target.held)
-        target.kill_redis_clients()
-        return hit
+    finds = methodcaller("held")
+    strikes = methodcaller("kill_redis_clients")
 
 
 class RedisRestart(Fault):
@@ -203,10 +210,8 @@ class RedisRestart(Fault):
     own_redis = True
     measures_broker_loss = True
 
-    def inject(self, target: Target) -> int:
-        hit = first_nonzero(target.unacknowledged)
-        target.restart_redis()
-        return hit
+    finds = methodcaller("unacknowledged")
+    strikes = methodcaller("restart_redis")
 
     def admits_loss(self, d: Durability) -> bool:
         # the broker's own loss: writes not yet fsynced when it crashed
@@ -225,10 +230,8 @@ class PgCrash(Fault):
     own_postgres = True
     records_commits = True
 
-    def inject(self, target: Target) -> int:
-        hit = first_nonzero(target.busy_backends)
-        target.crash_postgres()
-        return hit
+    finds = methodcaller("busy_backends")
+    strikes = methodcaller("crash_postgres")
 
     def admits_loss(self, d: Durability) -> bool:
         return d.synchronous_commit == "off"
@@ -252,10 +255,8 @@ class PgFailover(Fault):
     def span_s(self, claim_idle_ms: int) -> float:
         return FAILOVER_S
 
-    def inject(self, target: Target) -> int:
-        hit = first_nonzero(target.busy_backends)
-        target.fail_over_postgres()
-        return hit
+    finds = methodcaller("busy_backends")
+    strikes = methodcaller("fail_over_postgres")
 
     def admits_loss(self, d: Durability) -> bool:
         return d.pg_standby != "sync" or d.synchronous_commit == "off"
