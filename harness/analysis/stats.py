@@ -158,7 +158,9 @@ def measured(run: Run) -> Any:
 def swept(run: Run, trials: Any | None = None) -> list[str]:
     """The parameters that take more than one value, in the experiment's sweep order."""
     t = frame(run) if trials is None else trials
-    order = [*run.meta.experiment.get("sweep", {}), *experiment.FIELDS]
+    exp = run.meta.experiment
+    cases = [k for case in exp.get("cases", []) for k in case]
+    order = [*cases, *exp.get("sweep", {}), *experiment.FIELDS]
     return [c for c in dict.fromkeys(order) if c in t and t[c].nunique() > 1]
 
 

@@ -35,7 +35,7 @@ def main(
     from harness.cli import progress
     from harness.trials import results
 
-    axes = [a for a in exp.sweep if a != "rate"]
+    axes = [a for a in exp.axes if a != "rate"]
     writer = results.RunWriter(out, meta)
     live = None if quiet else progress.LiveProgress(console, [*axes, "rate"])
     points: list[capacity.Point] = []

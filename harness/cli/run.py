@@ -141,7 +141,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         out = settings.results_dir / exp.name / args.resume
     else:
         out = common.new_run_dir(settings, exp.name, args.run_id, hint=" or --resume it")
-    varying = [k for k in exp.sweep]
+    varying = exp.axes
     if args.resume:
         writer, trials = _resumed(out, trials, exp.name, console)
     else:

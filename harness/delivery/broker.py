@@ -33,6 +33,7 @@ from harness.delivery.protocol import (
     connect,
     entry_fields,
     stamps,
+    wait_for_replicas,
 )
 from harness.model.modes import BROKERS
 
@@ -74,12 +75,12 @@ class StreamBroker(Broker):
 
     # -- publishing -------------------------------------------------------------------
 
-    def _send(self, outgoing: Sequence[Outgoing]) -> None:
-        """XADD each entry, pipelined."""
+    def _send(self, outgoing: Sequence[Outgoing], replicas: int = 0) -> None:
+        """XADD each entry, pipelined (and WAIT for ``replicas``, on the same connection)."""
         pipe = self.client.pipeline(transaction=False)
         for events, count, stamp, identity in outgoing:
             pipe.xadd(self.keys.stream, entry_fields(events, count, stamp, identity))
-        pipe.execute()
+        wait_for_replicas(pipe, replicas)
 
     # -- consuming --------------------------------------------------------------------
 

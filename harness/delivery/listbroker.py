@@ -24,6 +24,7 @@ from harness.delivery.protocol import (
     Delivery,
     Outgoing,
     Producer,
+    wait_for_replicas,
 )
 
 _SEPARATOR = b"\n"
@@ -42,15 +43,17 @@ class ListBroker(Broker):
     def ensure_group(self) -> None:
         pass
 
-    def _send(self, outgoing: Sequence[Outgoing]) -> None:
+    def _send(self, outgoing: Sequence[Outgoing], replicas: int = 0) -> None:
         # "created_ns producer seq\n<events json>": the list holds plain strings
-        self.client.rpush(
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(
             self.keys.queue,
             *(
                 b"%s %d %d%s%s" % (stamp, producer, seq, _SEPARATOR, events)
                 for events, _, stamp, (producer, seq) in outgoing
             ),
         )
+        wait_for_replicas(pipe, replicas)
 
     def read(
         self, consumer: str, count: int, block_ms: int, ack: Sequence[bytes] = ()

@@ -161,6 +161,28 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     return sentinels.master_for(address.master, db=address.db, **kwargs)
 
 
+class NotReplicated(redis.ConnectionError):
+    """``WAIT`` timed out before enough replicas had a round: a failover now may lose it,
+    so its publisher treats it as it treats a lost connection, and sends it again with
+    the same identities."""
+
+
+#: how long a round waits for its replicas (``WAIT``'s timeout) before it is sent again
+WAIT_TIMEOUT_MS = 1000
+
+
+def wait_for_replicas(pipe: redis.client.Pipeline, replicas: int) -> None:
+    """Run ``pipe``, with ``WAIT replicas`` after its writes when ``replicas`` > 0, on the
+    same connection; :class:`NotReplicated` if fewer than that many acknowledged them."""
+    if replicas > 0:
+        pipe.wait(replicas, WAIT_TIMEOUT_MS)
+    replies = pipe.execute()
+    if replicas > 0 and replies[-1] < replicas:
+        raise NotReplicated(
+            f"WAIT: {replies[-1]} of {replicas} replicas within {WAIT_TIMEOUT_MS} ms"
+        )
+
+
 def identities(
     producer: Producer, ids: Sequence[tuple[int, int]] | None, n: int
 ) -> Sequence[tuple[int, int]]:
@@ -230,13 +252,15 @@ class Broker(abc.ABC):
         *,
         created_ns: int | Sequence[int] | None = None,
         ids: Sequence[tuple[int, int]] | None = None,
+        replicas: int = 0,
     ) -> int:
         """Send each ``(encoded events, count)`` as an entry, in one round trip.
 
         ``created_ns``: when the entries' events were made or due (one time for all, or
         one per entry); latency runs from it. Now, when not given. ``ids``: the entries'
         identities, when this is a round sent again (new ones from :attr:`producer`
-        otherwise).
+        otherwise). ``replicas``: ``WAIT`` until this many replicas have them
+        (:func:`wait_for_replicas`).
         """
         n = len(entries)
         if n:
@@ -245,13 +269,14 @@ class Broker(abc.ABC):
                 [
                     (events, count, mark, name)
                     for (events, count), mark, name in zip(entries, marks, names, strict=True)
-                ]
+                ],
+                replicas,
             )
         return n
 
     @abc.abstractmethod
-    def _send(self, outgoing: Sequence[Outgoing]) -> None:
-        """Send the entries in one round trip."""
+    def _send(self, outgoing: Sequence[Outgoing], replicas: int = 0) -> None:
+        """Send the entries in one round trip (see :func:`wait_for_replicas`)."""
 
     def kill_clients(self, name_prefix: str) -> int:
         """``CLIENT KILL`` every connection whose client name starts with ``name_prefix``."""

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from harness.infra import processes
 from harness.infra.processes import free_port
@@ -41,8 +43,12 @@ WAIT_TIMEOUT_MS = 1000
 #: Sentinels, and how many must agree the primary is down before one fails it over
 SENTINELS = 3
 QUORUM = 2
-#: how long the primary may not answer before a Sentinel deems it down
-DOWN_AFTER_MS = 500
+#: how long the primary may not answer before a Sentinel deems it down. Not less: after
+#: a failover a Sentinel connects to the promoted primary only on its next reconnection
+#: attempt (one a second), and meanwhile counts it as not answering; at 1000 or below
+#: two Sentinels could deem the new primary down too and fail it over again, onto the
+#: crashed one that has only just come back
+DOWN_AFTER_MS = 1500
 #: Sentinel's failover timeout: an election or a promotion not done by then is abandoned,
 #: and a Sentinel tries the same master again only after twice this (a failover that
 #: succeeded resets the clock: the next may follow at once)
@@ -78,9 +84,6 @@ class _Node:
     def log(self) -> Path:
         return self.directory / f"{self.name.partition('-')[0]}.log"
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
 
 @dataclasses.dataclass
 class ReplicatedRedis:
@@ -101,6 +104,11 @@ class ReplicatedRedis:
     #: per failover, seconds from the primary's crash until a Sentinel named the promoted
     #: replica and it answered as master
     promotion_s: list[float] = dataclasses.field(default_factory=list, init=False)
+    #: per failover, replication stream the primary had written when it was last asked,
+    #: just before its crash, that the promoted replica had not read (bytes): a lower
+    #: bound of what it lacked (the primary may have written more in between), where
+    #: :meth:`offset_gap` is an upper bound
+    missing: list[int] = dataclasses.field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         if self.mode not in REPLICATION_MODES:
@@ -109,6 +117,8 @@ class ReplicatedRedis:
             raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
         if not self.master or any(c.isspace() for c in self.master):
             raise ValueError(f"master name {self.master!r}: not empty, no spaces")
+        if self.failovers < 0:
+            raise ValueError(f"failovers must be ≥ 0, not {self.failovers}")
         ports: list[int] = []
         while len(ports) < 2 + SENTINELS:
             if (port := free_port()) not in ports:
@@ -187,7 +197,9 @@ class ReplicatedRedis:
         """Replication stream the primary has written and its replica has not acknowledged,
         bytes (0 when no replica is connected: there is nothing to compare). An upper
         bound of what a failover now would lose: a replica acknowledges once a second
-        (and at once for a ``WAIT``), so some of it may have arrived."""
+        (and at once for a ``WAIT``), so some of it may have arrived. Right after a
+        ``WAIT`` it is the ``REPLCONF GETACK`` the WAIT itself sent (37 bytes): the
+        replica answers it with the offset before it."""
         with _client(self._primary.port) as client:
             info = client.info("replication")
         acknowledged = [
@@ -203,15 +215,24 @@ class ReplicatedRedis:
         """The primary crashes (SIGKILL) and the Sentinels promote the replica; then the
         crashed server starts again, on its port with its config, as the replica of the
         promoted one, and streams, so that the next failover has a replica. Returns the
-        :meth:`offset_gap` measured just before the crash."""
+        :meth:`offset_gap` measured just before the crash; the time to the promotion is
+        appended to :attr:`promotion_s`, what the replica lacked to :attr:`missing`. Its
+        AOF's writes the replica never had are dropped: it resynchronises in full from the
+        promoted one."""
         if self.failed_over >= self.failovers:
             raise ReplicationError(f"ready for {self.failovers} failovers, not more")
         old, new = self._primary, self._replica
         gap = self.offset_gap()
+        with _client(old.port) as client:
+            written = int(client.info("replication")["master_repl_offset"])
         started = time.monotonic()
         _crash(old)
         self._wait_promoted(new)
         self.promotion_s.append(time.monotonic() - started)
+        with _client(new.port) as client:
+            # a promoted replica's history with its old primary ends where it had read to
+            had = int(client.info("replication")["second_repl_offset"]) - 1
+        self.missing.append(max(0, written - had))
         # replicaof from the start: without it the old primary would come back as a second
         # master until a Sentinel noticed and demoted it (after the failover timeout)
         self._start_server(old, replica_of=new.port)
@@ -359,9 +380,7 @@ class ReplicatedRedis:
                     seen += f", which answers {role[0]!r}"
                     if role[0] == "master":
                         return
-            except redis.RedisError as exc:
-                seen = str(exc)
-            except ReplicationError as exc:
+            except (redis.RedisError, ReplicationError) as exc:
                 seen = str(exc)
             if time.monotonic() > deadline:
                 raise ReplicationError(
@@ -387,8 +406,16 @@ def _crash(node: _Node) -> None:
 
 
 def _client(port: int, timeout: float = 1.0) -> redis.Redis:
+    """A client of its own for a look at one server or Sentinel: short timeouts, and no
+    retries (redis-py retries a failed command 3 times, with back-off, by default: the
+    callers poll, and a server that is down should say so at once)."""
     return redis.Redis(
-        HOST, port, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+        HOST,
+        port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
     )
 
 

@@ -25,6 +25,10 @@ SYNCHRONOUS_COMMIT = ("on", "off")
 #: a trial's own PostgreSQL with a streaming standby (:mod:`harness.infra.replication`):
 #: none, asynchronous, or synchronous (a commit waits for the standby to flush it)
 PG_STANDBY = ("none", "async", "sync")
+#: a trial's own Redis with a replica and three Sentinels
+#: (:mod:`harness.infra.redis_replication`): none, asynchronous, or ``wait`` (a publisher
+#: counts a round as sent only once ``WAIT`` says the replica has it)
+REDIS_REPLICA = ("none", "async", "wait")
 
 _Choice = TypeVar("_Choice", bound=enum.Enum)
 

@@ -43,6 +43,9 @@ class PublishPlan:
     pipeline: int = 100
     #: pause while the stream holds more entries than this (0: never pause)
     max_backlog: int = 0
+    #: a round counts as sent only once ``WAIT`` says this many replicas have it (else
+    #: it is sent again, with the same identities, as after a connection error)
+    replicas: int = 0
     #: fault injection: pipeline rounds (0-based) whose reply is "lost" after Redis took
     #: them, so the publisher sends them again, as a real client would after a timeout
     lose_replies: tuple[int, ...] = ()
@@ -165,7 +168,7 @@ class Publisher:
                 break
             self._wait_for_room(plan.max_backlog)
             created_ns = self._clock_ns()
-            self._publish(entries, created_ns, lose_reply=number in lost)
+            self._publish(entries, created_ns, lose_reply=number in lost, replicas=plan.replicas)
             self.stats.sent(sum(n for _, n in entries), len(entries), created_ns, plan.origin_ns)
         return self.stats
 
@@ -194,7 +197,7 @@ class Publisher:
                 groups = [part[i : i + step] for i in range(0, len(part), step)]
                 entries = [(generator.encoded_entry(g), len(g)) for g in groups]
             stamps = pacer.stamps(round_, plan.entry_size)
-            self._publish(entries, stamps, lose_reply=lose)
+            self._publish(entries, stamps, lose_reply=lose, replicas=plan.replicas)
             self.stats.sent(
                 round_.count, len(entries), self._clock_ns(), plan.origin_ns, round_.lag_ns
             )
@@ -210,13 +213,20 @@ class Publisher:
             yield [(generator.encoded_entry(part), len(part)) for part in parts]
 
     def _publish(
-        self, entries: list[tuple[bytes, int]], created_ns: int | list[int], *, lose_reply: bool
+        self,
+        entries: list[tuple[bytes, int]],
+        created_ns: int | list[int],
+        *,
+        lose_reply: bool,
+        replicas: int = 0,
     ) -> None:
         """XADD a round, again until Redis confirms it: at-least-once publishing.
 
         After a connection error the round goes again with the same identities (Kafka's
         idempotent producer): if Redis had taken it, the consumers recognise the second
-        copy. A lost reply injected on purpose (``publisher-retry``) sends it again as
+        copy; so does a round that ``WAIT`` did not see reach ``replicas`` replicas in time
+        (:class:`~harness.delivery.protocol.NotReplicated`: a failover may lose it). A
+        lost reply injected on purpose (``publisher-retry``) sends it again as
         new, as a client that knows nothing of identities would: a receipt of its own.
         """
         events = sum(count for _, count in entries)
@@ -227,7 +237,7 @@ class Publisher:
         deadline = self._clock_ns() + RESEND_DEADLINE_S * 1e9
         while True:
             try:
-                self.broker.publish(entries, created_ns=created_ns, ids=ids)
+                self.broker.publish(entries, created_ns=created_ns, ids=ids, replicas=replicas)
             except (redis.ConnectionError, redis.TimeoutError):
                 failures += 1
                 if not RESEND.may_retry(failures) or self._clock_ns() > deadline:

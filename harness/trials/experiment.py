@@ -12,6 +12,10 @@
     [sweep]           # the cartesian product of these axes, in this order
     isolation = ["read_committed", "serializable"]
     consumers = [1, 2, 4]
+
+    [[cases]]         # optional: settings that go together, each crossed with the sweep
+    fault = "pg-failover"
+    pg_standby = "sync"
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from harness.model.modes import (
     BROKERS,
     GENERATE,
     PG_STANDBY,
+    REDIS_REPLICA,
     SYNCHRONOUS_COMMIT,
     CounterStrategy,
     Isolation,
@@ -50,6 +55,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "appendfsync": APPENDFSYNC,
     "synchronous_commit": SYNCHRONOUS_COMMIT,
     "pg_standby": PG_STANDBY,
+    "redis_replica": REDIS_REPLICA,
     "generate": GENERATE,
     "redelivery": REDELIVERY,
 }
@@ -107,6 +113,11 @@ class TrialParams:
     #: ``sync`` (fault = pg-failover promotes it; with any other fault the trial runs on
     #: the pair, and shows what replication costs)
     pg_standby: str = "none"
+    #: a replica of the trial's own Redis, watched by three Sentinels: ``none``,
+    #: ``async``, or ``wait`` (publishers count a round sent once ``WAIT`` says the replica
+    #: has it). fault = redis-failover crashes the primary and the Sentinels promote it;
+    #: with any other fault the trial runs on the pair, and shows what replication costs
+    redis_replica: str = "none"
     #: stream entries per pipelined XADD round trip (ingress = redis), or events per
     #: POST /publish request (ingress = http)
     publish_pipeline: int = 100
@@ -173,11 +184,23 @@ class TrialParams:
                 )
         if self.ingress == "http" and self.broker != "stream":
             raise ExperimentError("ingress = http writes to the stream: it needs broker = stream")
-        if self.ingress == "http" and faults.fault(self.fault).own_redis:
-            raise ExperimentError(f"fault = {self.fault} runs its own Redis: use ingress = redis")
-        if faults.fault(self.fault).needs_standby and self.pg_standby == "none":
+        kind = faults.fault(self.fault)
+        if self.ingress == "http" and (kind.own_redis or self.redis_replica != "none"):
+            raise ExperimentError(
+                f"fault = {self.fault}, redis_replica = {self.redis_replica} runs a Redis of "
+                "the trial's own: use ingress = redis"
+            )
+        if kind.needs_standby and self.pg_standby == "none":
             raise ExperimentError(
                 f"fault = {self.fault} promotes a standby: set pg_standby = async or sync"
+            )
+        if kind.needs_replica and self.redis_replica == "none":
+            raise ExperimentError(
+                f"fault = {self.fault} promotes a replica: set redis_replica = async or wait"
+            )
+        if kind.own_redis and self.redis_replica != "none":
+            raise ExperimentError(
+                f"fault = {self.fault} restarts a single redis-server: set redis_replica = none"
             )
 
     def _check_load(self) -> None:
@@ -258,6 +281,10 @@ class Experiment:
     repeat: int = 1
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sweep: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+    #: settings that only make sense together (a fault and the setting that makes it safe
+    #: or not), each a table of parameters: every case is crossed with the sweep
+    #: (``[[cases]]`` in the file; none: the sweep alone)
+    cases: Sequence[Mapping[str, Any]] = ()
     #: figures someone else published for the same set-up, to be set beside ours in the
     #: report: ``label`` (whose they are), optional ``source``, and any of
     #: :data:`REFERENCE_METRICS` (``[reference]`` in the file)
@@ -281,7 +308,8 @@ class Experiment:
             raise ExperimentError(f"repeat must be ≥ 1, got {self.repeat}")
         if self.seed < 0:
             raise ExperimentError(f"seed must be ≥ 0, got {self.seed}")
-        for key in [*self.params, *self.sweep]:
+        self._check_cases()
+        for key in [*self.params, *self.sweep, *(k for case in self.cases for k in case)]:
             if key not in FIELDS:
                 raise ExperimentError(
                     f"unknown parameter {key!r}; known: {', '.join(sorted(FIELDS))}"
@@ -291,20 +319,42 @@ class Experiment:
                 raise ExperimentError(f"sweep axis {key!r} must be a non-empty list")
         list(self.trials())  # validate every combination now, not mid-run
 
+    def _check_cases(self) -> None:
+        for i, case in enumerate(self.cases, 1):
+            if not isinstance(case, Mapping) or not case:
+                raise ExperimentError(f"case {i} must be a non-empty table of key = value lines")
+            both = sorted(set(case) & set(self.sweep))
+            if both:
+                raise ExperimentError(f"{both[0]!r} is both a sweep axis and set by case {i}")
+        object.__setattr__(self, "cases", tuple(dict(case) for case in self.cases))
+
+    @property
+    def axes(self) -> list[str]:
+        """What varies from trial to trial: the cases' settings, then the sweep's axes."""
+        return list(dict.fromkeys([*(k for case in self.cases for k in case), *self.sweep]))
+
     def trials(self) -> Iterator[Trial]:
-        """The cartesian product of the sweep axes, each repeated ``repeat`` times."""
+        """Each case crossed with the cartesian product of the sweep axes, each repeated
+        ``repeat`` times."""
         axes = list(self.sweep.items())
         index = 0
-        for combo in itertools.product(*(values for _, values in axes)):
-            values = {**self.params, **dict(zip((k for k, _ in axes), combo, strict=True))}
-            params = TrialParams(**{k: coerce(k, v) for k, v in values.items()})
-            for r in range(self.repeat):
-                yield Trial(index=index, repeat=r, seed=self.seed + r, params=params)
-                index += 1
+        for case in self.cases or ({},):
+            for combo in itertools.product(*(values for _, values in axes)):
+                values = {
+                    **self.params,
+                    **case,
+                    **dict(zip((k for k, _ in axes), combo, strict=True)),
+                }
+                params = TrialParams(**{k: coerce(k, v) for k, v in values.items()})
+                for r in range(self.repeat):
+                    yield Trial(index=index, repeat=r, seed=self.seed + r, params=params)
+                    index += 1
 
     def with_overrides(self, assignments: Sequence[str]) -> Experiment:
-        """Apply ``key=value`` overrides; ``key=a,b,c`` makes ``key`` a sweep axis."""
+        """Apply ``key=value`` overrides; ``key=a,b,c`` makes ``key`` a sweep axis. Either
+        replaces what the cases set of ``key`` (cases left the same are run once)."""
         params, sweep = dict(self.params), dict(self.sweep)
+        cases = [dict(case) for case in self.cases]
         top: dict[str, Any] = {}
         for assignment in assignments:
             key, sep, raw = assignment.partition("=")
@@ -323,7 +373,10 @@ class Experiment:
             else:
                 params[key] = coerce(key, raw.strip())
                 sweep.pop(key, None)
-        return dataclasses.replace(self, params=params, sweep=sweep, **top)
+            if key in FIELDS:
+                cases = [{k: v for k, v in case.items() if k != key} for case in cases]
+        unique = list({tuple(case.items()): case for case in cases if case}.values())
+        return dataclasses.replace(self, params=params, sweep=sweep, cases=unique, **top)
 
     def quick(self, factor: int = 10, floor: int = 1000) -> Experiment:
         """The same sweep, once (no repetitions), with ``factor`` times fewer events (at
@@ -333,17 +386,21 @@ class Experiment:
         experiment is scaled down by the same factor (a saturated trial's drain would
         otherwise take longer than its load)."""
         params, sweep = dict(self.params), dict(self.sweep)
+        cases = [dict(case) for case in self.cases]
 
         def each(name: str, change: Callable[[Any], Any]) -> None:
-            """Change the swept values of ``name``, or its one value (default included)."""
+            """Change the swept values of ``name``, or its one value (default included),
+            and the cases' values."""
             if name in sweep:
                 sweep[name] = [change(v) for v in sweep[name]]
             else:
                 params[name] = change(params.get(name, FIELDS[name].default))
+            for case in cases:
+                if name in case:
+                    case[name] = change(case[name])
 
         def values(name: str) -> list[float]:
-            one = [params.get(name, FIELDS[name].default)]
-            return [float(v) for v in sweep.get(name, one)]
+            return [float(v) for v in _values(params, sweep, cases, name)]
 
         each("events", lambda e: max(floor, int(coerce("events", e)) // factor))
         # Open-loop trials are as long as their load: shorten the load, keep the rates
@@ -353,18 +410,20 @@ class Experiment:
         most = max(values("rate")) * max(values("duration_s"))
         if most > QUICK_MAX_EVENTS:
             each("rate", lambda r: round(float(r) * QUICK_MAX_EVENTS / most))
-        return dataclasses.replace(self, params=params, sweep=sweep, repeat=1)
+        return dataclasses.replace(self, params=params, sweep=sweep, cases=cases, repeat=1)
 
     def _quick_floor_s(self) -> float:
         """The shortest load ``--quick`` leaves: :data:`QUICK_LOAD_S`, or for faults that
         take a while (a pause, a failover), a warm-up second and twice each one's span,
         so that they land one after the other inside the load."""
 
-        def largest(name: str) -> Any:
-            one = self.params.get(name, FIELDS[name].default)
-            return max(self.sweep.get(name, [one]), key=lambda v: coerce(name, v))
+        def every(name: str) -> list[Any]:
+            return _values(self.params, self.sweep, self.cases, name)
 
-        kinds = [faults.fault(k) for k in self.sweep.get("fault", [largest("fault")])]
+        def largest(name: str) -> Any:
+            return max(every(name), key=lambda v: coerce(name, v))
+
+        kinds = [faults.fault(k) for k in every("fault")]
         idle = int(coerce("claim_idle_ms", largest("claim_idle_ms")))
         span = max(k.span_s(idle) for k in kinds)
         if not span:
@@ -379,8 +438,21 @@ class Experiment:
             "repeat": self.repeat,
             "params": dict(self.params),
             "sweep": {k: list(v) for k, v in self.sweep.items()},
+            "cases": [dict(case) for case in self.cases],
             "reference": dict(self.reference),
         }
+
+
+def _values(
+    params: Mapping[str, Any],
+    sweep: Mapping[str, Sequence[Any]],
+    cases: Sequence[Mapping[str, Any]],
+    name: str,
+) -> list[Any]:
+    """Every value ``name`` takes in some trial: swept, or the one value (default
+    included), and what the cases set."""
+    one = params.get(name, FIELDS[name].default)
+    return [*sweep.get(name, [one]), *(case[name] for case in cases if name in case)]
 
 
 def _int(key: str, raw: Any) -> int:
@@ -416,7 +488,9 @@ def load(path: Path) -> Experiment:
         raise ExperimentError(f"no experiment file {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ExperimentError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"description", "seed", "repeat", "params", "sweep", "reference"}
+    unknown = set(data) - {
+        "description", "seed", "repeat", "params", "sweep", "cases", "reference"
+    }  # fmt: skip
     if unknown:
         raise ExperimentError(f"{path}: unknown top-level keys {sorted(unknown)}")
     for table in ("params", "sweep", "reference"):
@@ -430,10 +504,17 @@ def load(path: Path) -> Experiment:
             repeat=_int("repeat", data.get("repeat", 1)),
             params=data.get("params", {}),
             sweep=data.get("sweep", {}),
+            cases=_cases(data.get("cases", [])),
             reference=data.get("reference", {}),
         )
     except ExperimentError as exc:
         raise ExperimentError(f"{path}: {exc}") from None
+
+
+def _cases(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not all(isinstance(case, dict) for case in raw):
+        raise ExperimentError("cases must be [[cases]] tables of key = value lines")
+    return raw
 
 
 def find(name: str, directory: Path) -> Path:

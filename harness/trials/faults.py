@@ -23,6 +23,10 @@ from typing import ClassVar, Protocol
 #: about how long a failover takes here: the primary's crash, the standby's promotion,
 #: and a new standby cloned and streaming (seconds)
 FAILOVER_S = 2.0
+#: and a Redis failover: the Sentinels see the primary down (``down-after-milliseconds``
+#: 1.5 s), elect a leader and promote the replica, and the old primary rejoins as its
+#: replica (3–4.6 s measured here)
+REDIS_FAILOVER_S = 4.5
 #: The application name consumers' PostgreSQL connections carry (pg-terminate finds them).
 CONSUMER_APPLICATION = "harness-consumer"
 #: how long a fault waits for work in flight to hit before it lands on nothing. The
@@ -35,12 +39,13 @@ FIND_S = 3.0
 @dataclasses.dataclass(frozen=True)
 class Durability:
     """What a trial's settings promise to keep, which decides what loss a fault admits:
-    the broker, Redis's fsync policy, PostgreSQL's commit and its standby."""
+    the broker, Redis's fsync policy and its replica, PostgreSQL's commit and its standby."""
 
     broker: str = "stream"
     appendfsync: str = "everysec"
     synchronous_commit: str = "on"
     pg_standby: str = "none"
+    redis_replica: str = "none"
 
 
 class Target(Protocol):
@@ -77,6 +82,10 @@ class Target(Protocol):
 
     def fail_over_postgres(self) -> None:
         """Crash the trial's own primary and promote its standby."""
+        ...
+
+    def fail_over_redis(self) -> None:
+        """Crash the trial's own Redis primary; its Sentinels promote the replica."""
         ...
 
     def pause_consumer(self) -> int:
@@ -134,6 +143,9 @@ class Fault:
     own_postgres: ClassVar[bool] = False
     #: ... with a streaming standby (``pg_standby``), to promote
     needs_standby: ClassVar[bool] = False
+    #: the trial runs a Redis of its own with a replica and Sentinels
+    #: (``redis_replica``), to fail over
+    needs_replica: ClassVar[bool] = False
     #: the consumers keep the keys of every commit they were told succeeded, so that one
     #: that vanished is counted (``commit_lost``)
     records_commits: ClassVar[bool] = False
@@ -262,6 +274,29 @@ class PgFailover(Fault):
         return d.pg_standby != "sync" or d.synchronous_commit == "off"
 
 
+class RedisFailover(Fault):
+    """The trial's own Redis primary crashes (SIGKILL) and its Sentinels promote the
+    replica; clients find it through the Sentinels (redis-py's ``Sentinel``), and the old
+    primary comes back as the new one's replica, for the next failover. An asynchronous
+    replica may not have received the last XADDs the primary confirmed (``broker_lost``)
+    nor the last XACKs (redeliveries, which the consumers recognise); with ``wait`` a
+    publisher counts a round sent only once ``WAIT`` says the replica has it. It hit the
+    entries queued or in flight at the crash; its detail is the replica's offset gap then."""
+
+    name = "redis-failover"
+    needs_replica = True
+    measures_broker_loss = True
+    spaced = True
+    finds = methodcaller("unacknowledged")
+    strikes = methodcaller("fail_over_redis")
+
+    def span_s(self, claim_idle_ms: int) -> float:
+        return REDIS_FAILOVER_S
+
+    def admits_loss(self, d: Durability) -> bool:
+        return d.redis_replica != "wait"
+
+
 class PauseConsumer(Fault):
     """A consumer stops (SIGSTOP: a GC pause, a stalled VM) for longer than
     ``claim_idle_ms``, then goes on (SIGCONT). Its peers take over its pending entries
@@ -313,6 +348,7 @@ FAULTS: dict[str, Fault] = {
         PauseConsumer(),
         PgCrash(),
         PgFailover(),
+        RedisFailover(),
     )
 }
 KINDS = tuple(FAULTS)

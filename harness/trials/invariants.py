@@ -13,7 +13,9 @@ policy gave up (a serialization-failure storm). Under a fault that kills consume
 connections, missing events and the counters' shortfall are that design's measured
 loss, not a harness bug. Events stored twice or never published stay violations. So is a
 crashed Redis (``redis-restart``) that forgets entries it had confirmed: expected with
-``appendfsync everysec``, measured as ``broker_lost``; a violation with ``always``; and a
+``appendfsync everysec``, measured as ``broker_lost``; a violation with ``always``; so
+is a Redis that fails over (``redis-failover``) to a replica that had not received them:
+expected with an asynchronous replica, a violation with ``wait``; and a
 crashed PostgreSQL (``pg-crash``) that takes back commits it had confirmed: expected with
 ``synchronous_commit = off``, measured as ``commit_lost``, a violation with ``on``. Where
 the consumers kept what they committed, a loss that is neither is a violation whatever
@@ -69,6 +71,8 @@ class Evidence:
     synchronous_commit: str = "on"
     #: and its standby's: a failover to an asynchronous one may lose confirmed commits
     pg_standby: str = "none"
+    #: Redis's replica: a failover to an asynchronous one may lose confirmed XADDs
+    redis_replica: str = "none"
     #: batches the consumers abandoned after their retry policy gave up (a retry storm, a
     #: database away): the stream keeps them pending and applies them later; the seed's
     #: list has already handed them out, and they are gone
@@ -95,7 +99,11 @@ class Evidence:
         """Whether this broker is known to lose events under this fault (or when its
         consumers abandon batches)."""
         durability = faults.Durability(
-            self.broker, self.appendfsync, self.synchronous_commit, self.pg_standby
+            self.broker,
+            self.appendfsync,
+            self.synchronous_commit,
+            self.pg_standby,
+            self.redis_replica,
         )
         if faults.fault(self.fault).admits_loss(durability):
             return True

@@ -176,7 +176,7 @@ class Runner:
         p = trial.params
         kind = faults_mod.fault(p.fault)
         # a fault that crashes a server gets servers of the trial's own (trials.servers)
-        redis_url = self._own.start_redis(kind, p.appendfsync) or self.settings.redis_url
+        redis_url = self._own.start_redis(kind, p) or self.settings.redis_url
         brokers, pg_dsn = self._own.brokers or self.brokers, self._own.start_postgres(kind, p)
         broker = brokers[p.broker]
         reset_from = self._clock()
@@ -488,6 +488,7 @@ def _publish_plans(
         ahead=p.generate == "ahead",
         rate=p.rate,
         origin_ns=origin_ns,
+        replicas=1 if p.redis_replica == "wait" else 0,
     )
     per_round = p.entry_size * p.publish_pipeline
     lost_rounds = fault.publisher_rounds([-(-pl.events // per_round) for pl in plans])

@@ -19,6 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from harness.delivery.keys import Keys
 from harness.infra import processes
 from harness.infra.embedded import EmbeddedPostgres
+from harness.infra.redis_replication import ReplicatedRedis
 from harness.infra.redis_server import ManagedRedis
 from harness.infra.replication import ReplicatedPostgres
 from harness.store.postgres import Store
@@ -75,8 +76,9 @@ class FaultTarget:
     run: TrialState
     store: Store
     keys: Keys
-    #: the trial's own redis-server (faults with ``own_redis``)
-    managed: ManagedRedis | None
+    #: the trial's own redis-server (faults with ``own_redis``), or its primary with a
+    #: replica and Sentinels (``redis_replica``)
+    managed: ManagedRedis | ReplicatedRedis | None
     #: the trial's own PostgreSQL (faults with ``own_postgres``), with its standby
     own_postgres: EmbeddedPostgres | ReplicatedPostgres | None
     #: a new consumer actor, not started
@@ -115,9 +117,19 @@ class FaultTarget:
         return self.run.broker.backlog().unacknowledged
 
     def restart_redis(self) -> None:
-        if self.managed is None:
+        if not isinstance(self.managed, ManagedRedis):
             raise RuntimeError("this trial has no redis-server of its own to restart")
         self.managed.restart()
+
+    def fail_over_redis(self) -> None:
+        own = self.managed
+        if not isinstance(own, ReplicatedRedis):
+            raise RuntimeError("this trial has no Redis replica to promote")
+        gap = own.fail_over()
+        if self.window is not None:
+            self.window.detail = (
+                f"replica {gap:,} B unacknowledged, ≥ {own.missing[-1]:,} B missing"
+            )
 
     def crash_postgres(self) -> None:
         if self.own_postgres is None:

@@ -122,6 +122,7 @@ def _verdict(
         appendfsync=p.appendfsync,
         synchronous_commit=p.synchronous_commit,
         pg_standby=p.pg_standby,
+        redis_replica=p.redis_replica,
         abandoned=outcome.abandoned,
     )
     return invariants.classify(evidence)

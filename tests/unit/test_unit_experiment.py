@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.trials import experiment
+from harness.trials import experiment, faults
 from harness.trials.experiment import FIELDS, Experiment, ExperimentError, TrialParams
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
@@ -375,3 +375,102 @@ def test_a_failover_needs_a_standby_to_promote() -> None:
     assert experiment.TrialParams(fault="pg-failover", pg_standby="sync").pg_standby == "sync"
     with pytest.raises(ExperimentError, match="pg_standby = 'hot' is not supported"):
         experiment.TrialParams(pg_standby="hot")
+
+
+def test_a_redis_failover_needs_a_replica_and_no_single_server_fault_has_one() -> None:
+    with pytest.raises(ExperimentError, match="set redis_replica = async or wait"):
+        experiment.TrialParams(fault="redis-failover")
+    assert experiment.TrialParams(fault="redis-failover", redis_replica="wait").redis_replica == (
+        "wait"
+    )
+    with pytest.raises(ExperimentError, match="set redis_replica = none"):
+        experiment.TrialParams(fault="redis-restart", redis_replica="async")
+    with pytest.raises(ExperimentError, match="use ingress = redis"):
+        experiment.TrialParams(ingress="http", redis_replica="async")
+    with pytest.raises(ExperimentError, match="redis_replica = 'sentinel' is not supported"):
+        experiment.TrialParams(redis_replica="sentinel")
+
+
+# -- cases ----------------------------------------------------------------------------
+
+
+def test_each_case_is_crossed_with_the_sweep(tmp_path: Path) -> None:
+    """Settings that go together (a fault and what makes it safe) as cases, each crossed
+    with the sweep and repeated; they are axes, listed first."""
+    exp = experiment.load(
+        write(
+            tmp_path,
+            """
+            repeat = 2
+            [params]
+            faults = 2
+            [sweep]
+            isolation = ["read_committed", "serializable"]
+            [[cases]]
+            fault = "pg-failover"
+            pg_standby = "sync"
+            [[cases]]
+            fault = "redis-failover"
+            redis_replica = "wait"
+            """,
+        )
+    )
+    trials = list(exp.trials())
+    assert len(trials) == 2 * 2 * 2
+    combos = [(t.params.fault, t.params.isolation, t.repeat) for t in trials]
+    assert combos[:4] == [
+        ("pg-failover", "read_committed", 0),
+        ("pg-failover", "read_committed", 1),
+        ("pg-failover", "serializable", 0),
+        ("pg-failover", "serializable", 1),
+    ]
+    assert {t.params.redis_replica for t in trials if t.params.fault == "redis-failover"} == {
+        "wait"
+    }
+    assert {t.params.pg_standby for t in trials if t.params.fault == "redis-failover"} == {"none"}
+    assert exp.axes == ["fault", "pg_standby", "redis_replica", "isolation"]
+    assert Experiment(**exp.to_dict()) == exp
+
+
+def test_a_set_replaces_what_the_cases_set_and_runs_cases_made_alike_once() -> None:
+    exp = make(
+        params={"faults": 2},
+        cases=[
+            {"fault": "pg-crash", "synchronous_commit": "on"},
+            {"fault": "pg-crash", "synchronous_commit": "off"},
+        ],
+    )
+    assert len(list(exp.trials())) == 2
+    same = exp.with_overrides(["synchronous_commit=on"])
+    assert same.cases == ({"fault": "pg-crash"},)
+    assert [t.params.synchronous_commit for t in same.trials()] == ["on"]
+    swept = exp.with_overrides(["synchronous_commit=on,off", "faults=1"])
+    assert len(list(swept.trials())) == 2 and swept.cases == ({"fault": "pg-crash"},)
+
+
+def test_quick_shortens_what_the_cases_set_and_waits_for_their_faults() -> None:
+    exp = make(
+        params={"rate": 2000, "duration_s": 60, "warmup_s": 2, "faults": 2},
+        cases=[{"fault": "kill-consumer"}, {"fault": "redis-failover", "redis_replica": "wait"}],
+    ).quick()
+    # the longest fault of any case sets the floor: a warm-up second and two failovers
+    assert {t.params.duration_s for t in exp.trials()} == {1.0 + 2 * 2 * faults.REDIS_FAILOVER_S}
+
+
+@pytest.mark.parametrize(
+    ("cases", "message"),
+    [
+        ([{}], "case 1 must be a non-empty table"),
+        ([{"isolation": "serializable"}], "'isolation' is both a sweep axis and set by case 1"),
+        ([{"faultz": "none"}], "unknown parameter 'faultz'"),
+        ([{"fault": "redis-failover"}], "set redis_replica = async or wait"),
+    ],
+)
+def test_a_bad_case_is_refused(cases: list[dict[str, str]], message: str) -> None:
+    with pytest.raises(ExperimentError, match=message):
+        make(sweep={"isolation": ["read_committed"]}, cases=cases)
+
+
+def test_cases_that_are_not_tables_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExperimentError, match="cases must be"):
+        experiment.load(write(tmp_path, 'cases = ["pg-crash"]\n'))

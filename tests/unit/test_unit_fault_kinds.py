@@ -138,7 +138,8 @@ def test_a_postgres_crash_hits_the_transactions_open_then_restarts_it() -> None:
 def test_only_a_crashing_redis_needs_its_own_server_and_counts_what_it_lost() -> None:
     own = {k for k, f in faults.FAULTS.items() if f.own_redis}
     measured = {k for k, f in faults.FAULTS.items() if f.measures_broker_loss}
-    assert own == measured == {"redis-restart"}
+    assert own == {"redis-restart"}
+    assert measured == {"redis-restart", "redis-failover"}
     assert {k for k, f in faults.FAULTS.items() if f.spares} == {"kill-consumer"}
 
 
@@ -150,7 +151,7 @@ def test_an_unknown_kind_is_refused_with_the_known_ones() -> None:
 
 
 def test_a_trial_over_http_cannot_crash_a_redis_of_its_own() -> None:
-    with pytest.raises(ValueError, match="redis-restart runs its own Redis"):
+    with pytest.raises(ValueError, match="redis-restart, redis_replica = none runs a Redis"):
         TrialParams(ingress="http", fault="redis-restart")
 
 
@@ -215,3 +216,34 @@ def test_a_failover_hits_the_transactions_open_then_promotes_the_standby() -> No
     target = Target(found=2)
     assert faults.fault("pg-failover").inject(target) == 2
     assert target.calls == ["busy_backends", "fail_over_postgres"]
+
+
+@pytest.mark.parametrize(
+    ("redis_replica", "appendfsync", "loses"),
+    [("wait", "everysec", False), ("async", "always", True), ("async", "everysec", True)],
+)
+def test_a_redis_failover_loses_what_the_replica_had_not_received(
+    redis_replica: str, appendfsync: str, loses: bool
+) -> None:
+    """WAIT kept every round on the replica before it counted as sent; the primary's AOF
+    does not matter, since its replica takes over."""
+    kind = faults.fault("redis-failover")
+    durability = faults.Durability("stream", appendfsync, redis_replica=redis_replica)
+    assert kind.admits_loss(durability) is loses
+    assert kind.needs_replica and kind.measures_broker_loss and kind.spaced
+    assert not (kind.own_redis or kind.own_postgres or kind.records_commits)
+
+
+def test_a_redis_failover_hits_the_entries_in_flight_then_promotes_the_replica() -> None:
+    class Target(FakeTarget):
+        def fail_over_redis(self) -> None:
+            self.calls.append("fail_over_redis")
+
+    target = Target(found=5)
+    assert faults.fault("redis-failover").inject(target) == 5
+    assert target.calls == ["unacknowledged", "fail_over_redis"]
+
+
+def test_a_fault_the_driver_does_not_inject_says_so() -> None:
+    with pytest.raises(NotImplementedError, match="publisher-retry is not injected"):
+        faults.fault("publisher-retry").inject(FakeTarget())

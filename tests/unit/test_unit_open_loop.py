@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from harness.delivery.protocol import Producer
+from harness.delivery.protocol import NotReplicated, Producer
 from harness.model.generator import Generator, Workload
 from harness.model.schedule import NS, Schedule
 from harness.pipeline.publisher import Publisher, PublishPlan
@@ -45,6 +45,7 @@ class RecordingBroker:
         *,
         created_ns: int | Sequence[int] | None = None,
         ids: Sequence[tuple[int, int]] | None = None,
+        replicas: int = 0,
     ) -> int:
         assert isinstance(created_ns, list) and len(created_ns) == len(entries)
         assert ids is not None and len(ids) == len(entries)
@@ -223,6 +224,29 @@ def test_a_round_sent_again_after_a_connection_error_keeps_its_identities() -> N
     assert [ids[0][1] for ids in broker.ids] == [0, 1, 1, 2]
     assert (stats.resent_uncertain, stats.resent, stats.events) == (1, 0, 3)
     assert stats.entries_numbered == 3
+
+
+def test_a_round_its_replicas_did_not_confirm_goes_again_with_its_identities() -> None:
+    """With ``replicas``, each round asks for them (WAIT); one that WAIT did not see
+    replicated in time is uncertain, as after a connection error."""
+    clock = FakeClock(T0)
+
+    asked: list[int] = []
+
+    class LaggingReplica(RecordingBroker):
+        def publish(self, entries: Sequence[tuple[bytes, int]], **kwargs: Any) -> int:
+            asked.append(kwargs["replicas"])
+            sent = super().publish(entries, **kwargs)
+            if len(self.calls) == 2:
+                raise NotReplicated("WAIT: 0 of 1 replicas within 1000 ms")
+            return sent
+
+    broker = LaggingReplica(clock)
+    plan = PublishPlan(workload=WORKLOAD, start=0, stop=3, rate=5.0, origin_ns=T0, replicas=1)
+    stats = run(plan, clock, broker)
+    assert asked == [1, 1, 1, 1]
+    assert [ids[0][1] for ids in broker.ids] == [0, 1, 1, 2]
+    assert (stats.resent_uncertain, stats.resent, stats.events) == (1, 0, 3)
 
 
 def test_a_reply_lost_by_time_is_that_of_the_first_round_at_or_after_it() -> None:

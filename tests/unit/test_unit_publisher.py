@@ -26,7 +26,11 @@ class _Recorder:
         self.producer = Producer()
 
     def publish(
-        self, entries: list[tuple[bytes, int]], created_ns: int = 0, ids: Any = None
+        self,
+        entries: list[tuple[bytes, int]],
+        created_ns: int = 0,
+        ids: Any = None,
+        replicas: int = 0,
     ) -> None:
         self.rounds.append(list(entries))
         self.encoded_at_send.append(self._encoded[0])
