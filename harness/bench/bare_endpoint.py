@@ -16,13 +16,14 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import orjson
-import redis.asyncio
+import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from harness.delivery.broker import connect_async
 from harness.delivery.keys import Keys
 from harness.delivery.protocol import FIELD_EVENTS
 from harness.infra.config import Settings
@@ -43,16 +44,11 @@ def create_app(redis_url: str, stream: str) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Requests beyond the pool wait for a connection, as the service's wait for a
         # thread of its pool: redis-py's default pool refuses them ("Too many
-        # connections"), which turns an overload into errors instead of latency.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            redis_url, max_connections=REDIS_CONNECTIONS, timeout=None
-        )
-        app.state.redis = redis.asyncio.Redis(connection_pool=pool)
-        try:
+        # connections"), which turns an overload into errors instead of latency. The
+        # URL may be a redis+sentinel:// one, as the service's.
+        async with connect_async(redis_url, max_connections=REDIS_CONNECTIONS) as client:
+            app.state.redis = client
             yield
-        finally:
-            await app.state.redis.aclose()
-            await pool.aclose()
 
     async def publish(request: Request) -> Response:
         body = await request.body()

@@ -29,6 +29,11 @@ SERVE_FLAGS = {
     ),
     "isolation": ConfigFlag("isolation", "transaction isolation level"),
     "name": ConfigFlag("name", "consumer name prefix; keep it across restarts"),
+    "wait_replicas": ConfigFlag(
+        "wait_replicas",
+        "Redis replicas that must have a request's events before its 202 (WAIT); "
+        "1 keeps them through a Sentinel failover",
+    ),
 }
 
 
@@ -69,7 +74,14 @@ def serve_main(args: argparse.Namespace, console: Console) -> int:
         f"serving on http://{config.host}:{config.port} (API docs at /docs): "
         f"{config.workers} HTTP worker{'s' if config.workers != 1 else ''}, "
         f"{config.consumers} consumer process{plural}; PostgreSQL schema "
-        f"{settings.pg_schema!r}, Redis prefix {settings.key_prefix!r}. Ctrl-C stops."
+        f"{settings.pg_schema!r}, Redis prefix {settings.key_prefix!r}"
+        + (
+            f"; a 202 once {config.wait_replicas} Redis replica"
+            f"{'s have' if config.wait_replicas != 1 else ' has'} the events"
+            if config.wait_replicas
+            else ""
+        )
+        + ". Ctrl-C stops."
     )
     serve(settings, config, access_log=args.access_log)
     return common.EXIT_OK

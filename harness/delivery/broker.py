@@ -16,18 +16,22 @@ fields, the records a consumer gets and the protocol both brokers follow are in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from harness.delivery.keys import Keys
 from harness.delivery.listbroker import ListBroker
 from harness.delivery.protocol import (
+    WAIT_TIMEOUT_MS,
     Backlog,
     Broker,
     Delivery,
+    NotReplicated,
     Outgoing,
     Producer,
     connect,
@@ -35,6 +39,7 @@ from harness.delivery.protocol import (
     stamps,
     wait_for_replicas,
 )
+from harness.infra import sentinel_url
 from harness.model.modes import BROKERS
 
 
@@ -267,7 +272,15 @@ class AsyncPublisher:
     ``in_flight`` pipelines at a time, and each waiter learns its own entry's fate.
     One request alone goes at once; under load, while pipelines are out, the queue
     fills and the next one carries it all (group commit, for Redis). The fields and
-    identities are those of :meth:`StreamBroker.publish`."""
+    identities are those of :meth:`StreamBroker.publish`.
+
+    ``replicas``: a ``WAIT replicas`` follows the XADDs in the same pipeline (same
+    connection), and an entry is confirmed only once that many replicas have it; fewer
+    is :class:`~harness.delivery.protocol.NotReplicated`. ``resend_s``: a round whose
+    fate is unknown (its connection lost, or its ``WAIT`` short) is sent again, with the
+    same fields and so the same identities (the consumers recognise a second copy and
+    skip it), until this long after its first send; a failover then shows as latency.
+    With 0 (the default) its waiters get the error at once."""
 
     def __init__(
         self,
@@ -276,23 +289,33 @@ class AsyncPublisher:
         producer: Producer | None = None,
         *,
         in_flight: int = 2,
+        replicas: int = 0,
+        resend_s: float = 0.0,
     ) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight must be ≥ 1, got {in_flight}")
+        if replicas < 0 or resend_s < 0:
+            raise ValueError(f"replicas and resend_s must be ≥ 0, got {replicas}, {resend_s:g}")
         self.client = client
         self.keys = keys
         self.producer = producer or Producer()
         self.in_flight = in_flight
+        self.replicas = replicas
+        self.resend_s = resend_s
         self._queue: list[tuple[dict[Any, Any], asyncio.Future[None]]] = []
         self._sending = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        #: pipelines sent, and entries in them (their ratio: entries per round trip)
+        #: pipelines sent, and entries in them (their ratio: entries per round trip);
+        #: a round sent again counts again
         self.round_trips = 0
         self.entries = 0
+        #: entries sent again because their round's fate was unknown (see ``resend_s``)
+        self.resent = 0
 
     async def publish(self, events: bytes, count: int, *, created_ns: int | None = None) -> None:
         """XADD one entry of ``count`` events (their JSON array) under a new identity;
-        returns once Redis has it, raises what Redis said otherwise."""
+        returns once Redis has it (and ``replicas`` replicas), raises what Redis said
+        otherwise."""
         (stamp,) = stamps(created_ns, 1)
         (identity,) = self.producer.take(1)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -310,15 +333,7 @@ class AsyncPublisher:
 
     async def _send(self, batch: list[tuple[dict[Any, Any], asyncio.Future[None]]]) -> None:
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for fields, _ in batch:
-                pipe.xadd(self.keys.stream, fields)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except Exception as exc:  # the round trip failed: so did every entry in it
-                results = [exc] * len(batch)
-            self.round_trips += 1
-            self.entries += len(batch)
+            results = await self._round(batch)
             for (_, done), result in zip(batch, results, strict=True):
                 if done.done():  # its request was cancelled
                     continue
@@ -330,3 +345,96 @@ class AsyncPublisher:
             self._sending -= 1
             if self._queue and self._sending < self.in_flight:
                 self._send_queued()
+
+    async def _round(self, batch: list[tuple[dict[Any, Any], asyncio.Future[None]]]) -> list[Any]:
+        """Each entry's XADD reply, or its exception; sent again while its fate is unknown
+        and ``resend_s`` allows (see the class)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resend_s
+        delay = _RESEND_FIRST_S
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for fields, _ in batch:
+                pipe.xadd(self.keys.stream, fields)
+            if self.replicas:
+                pipe.wait(self.replicas, WAIT_TIMEOUT_MS)
+            self.round_trips += 1
+            self.entries += len(batch)
+            failure: Exception
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                failure = exc  # the round trip failed: its entries may or may not be in
+            except Exception as exc:  # the round trip failed: so did every entry in it
+                return [exc] * len(batch)
+            else:
+                if not self.replicas:
+                    return list(results)
+                *replies, acknowledged = results
+                if isinstance(acknowledged, int) and acknowledged >= self.replicas:
+                    return replies
+                failure = (
+                    acknowledged
+                    if isinstance(acknowledged, Exception)
+                    else NotReplicated(
+                        f"WAIT: {acknowledged} of {self.replicas} replicas "
+                        f"within {WAIT_TIMEOUT_MS} ms"
+                    )
+                )
+            if all(done.done() for _, done in batch) or loop.time() + delay > deadline:
+                return [failure] * len(batch)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _RESEND_MAX_DELAY_S)
+            self.resent += len(batch)
+
+
+#: the pause before a round of :class:`AsyncPublisher` is sent again, doubling up to the max
+_RESEND_FIRST_S = 0.05
+_RESEND_MAX_DELAY_S = 1.0
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
+    """Sentinel's pool (it asks a Sentinel where the primary is before each new
+    connection, and drops its idle ones when the answer changes), bounded as the
+    blocking pool is: a command beyond ``max_connections`` waits for a connection
+    instead of failing ("Too many connections"). Both are redis-py's; this only
+    combines them (Sentinel's pool derives from the plain, unbounded-wait one)."""
+
+
+@contextlib.asynccontextmanager
+async def connect_async(
+    url: str, *, max_connections: int, **kwargs: Any
+) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client of ``url``, as :func:`~harness.delivery.protocol.connect` takes it
+    (a server's ``redis://``…, or ``redis+sentinel://``: then every new connection goes
+    to the primary the Sentinels name, so after a failover a command that failed, retried,
+    reaches the promoted replica), with at most ``max_connections`` connections: a command
+    beyond them waits for one (``timeout``: how long, ``None``, the default, forever).
+    ``kwargs`` go to each connection (``socket_timeout``…). Closed on exit, with the
+    Sentinel clients."""
+    kwargs.setdefault("timeout", None)
+    address = sentinel_url.parse(url)
+    if address is None:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, **kwargs
+        )
+        client = redis.asyncio.Redis(connection_pool=pool)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            await pool.aclose()
+        return
+    sentinels = Sentinel(list(address.sentinels), sentinel_kwargs=sentinel_url.SENTINEL_KWARGS)
+    client = sentinels.master_for(
+        address.master,
+        connection_pool_class=_BlockingSentinelPool,
+        db=address.db,
+        max_connections=max_connections,
+        **kwargs,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()  # and its pool: master_for's client owns it
+        await sentinels.aclose()

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from harness.delivery.keys import Keys
+from harness.infra import sentinel_url
 
 FIELD_EVENTS = b"e"
 FIELD_COUNT = b"n"
@@ -147,18 +148,7 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     kwargs.setdefault("socket_timeout", 30)
     kwargs.setdefault("socket_connect_timeout", 5)
     kwargs.setdefault("health_check_interval", 30)
-    from redis.sentinel import Sentinel  # this function is the module's only user of both
-
-    from harness.infra import sentinel_url
-
-    address = sentinel_url.parse(url)
-    if address is None:
-        return redis.Redis.from_url(url, **kwargs)
-    sentinels = Sentinel(
-        list(address.sentinels),
-        sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1},
-    )
-    return sentinels.master_for(address.master, db=address.db, **kwargs)
+    return sentinel_url.client(url, **kwargs)
 
 
 class NotReplicated(redis.ConnectionError):

@@ -7,7 +7,9 @@ import urllib.parse
 
 import psycopg
 import redis
+from redis.sentinel import MasterNotFoundError
 
+from harness.infra import sentinel_url
 from harness.infra.config import Settings
 
 
@@ -53,14 +55,33 @@ def check_postgres(dsn: str) -> str:
 
 
 def check_redis(url: str) -> str:
-    client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    """The server version of the Redis at ``url``: a server's URL, or a ``redis+sentinel://``
+    one (:mod:`harness.infra.sentinel_url`), then the primary's that the Sentinels name."""
+    try:
+        address = sentinel_url.parse(url)
+        client = sentinel_url.client(url, socket_timeout=3, socket_connect_timeout=3)
+    except ValueError as exc:  # a URL redis-py or the sentinel URL refuses
+        raise ServiceUnavailable(f"HARNESS_REDIS_URL / --redis-url: {exc}") from None
     try:
         info = client.info("server")
     except (redis.RedisError, OSError) as exc:
+        if isinstance(exc, MasterNotFoundError) and address is not None:
+            # its own text is the repr of every Sentinel client
+            exc = MasterNotFoundError(f"none of them names a primary {address.master!r}")
+        if address is None:
+            where, start = (
+                f"Redis at {redact(url)}",
+                "Start it (redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
+                "--save '' --appendonly no)",
+            )
+        else:
+            where, start = (
+                f"The Redis primary that the Sentinels of {url} name",
+                "Start the Sentinels and the primary they monitor",
+            )
         raise ServiceUnavailable(
-            f"Redis at {redact(url)} is not answering ({exc}). Start it "
-            "(redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
-            "--appendonly no) or point HARNESS_REDIS_URL / --redis-url at one that runs."
+            f"{where} is not answering ({exc}). {start} or point HARNESS_REDIS_URL / "
+            "--redis-url at one that runs."
         ) from None
     finally:
         client.close()

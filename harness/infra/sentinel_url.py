@@ -7,17 +7,25 @@ the name they monitor the primary by, and the database number (0 when left out).
 client asks a Sentinel where the primary is before it connects, and again after a
 connection fails, so it follows a failover (see :func:`harness.delivery.protocol.connect`).
 
-Pure: parsing and formatting only, no Redis.
+:func:`client` opens either kind of URL: the one place a synchronous client is made of
+one (the asynchronous one is :func:`harness.delivery.broker.connect_async`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import urllib.parse
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
 
 SCHEME = "redis+sentinel"
 #: the port a Sentinel listens on when the URL names none
 DEFAULT_SENTINEL_PORT = 26379
+#: how the Sentinels themselves are asked: one that is down costs a second, not the
+#: client's socket timeout
+SENTINEL_KWARGS = {"socket_timeout": 1, "socket_connect_timeout": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,3 +130,14 @@ def _host_text(host: str) -> str:
 
 def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
+
+
+def client(url: str, **kwargs: Any) -> redis.Redis:
+    """A client of ``url``: a server's, or the primary the Sentinels of a
+    ``redis+sentinel://`` URL name (asked again before each new connection). ``kwargs``
+    go to each connection; :class:`ValueError` for a URL either refuses."""
+    address = parse(url)
+    if address is None:
+        return redis.Redis.from_url(url, **kwargs)
+    sentinels = Sentinel(list(address.sentinels), sentinel_kwargs=SENTINEL_KWARGS)
+    return sentinels.master_for(address.master, db=address.db, **kwargs)

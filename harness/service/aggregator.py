@@ -66,6 +66,11 @@ class ServiceConfig:
     #: PostgreSQL connections for the read endpoints
     readers: int = 4
     claim_idle_ms: int = 10_000
+    #: replicas of the Redis primary that must have a request's entry before its 202
+    #: (``WAIT`` after the XADDs): with 1 and a replica, an accepted event survives a
+    #: failover of the primary (a ``redis+sentinel://`` URL finds the promoted one);
+    #: 0 answers once the primary has it
+    wait_replicas: int = 0
     #: fault injection (tests): a consumer process exits, unacknowledged, right after
     #: this many commits; the one started in its place does not
     crash_after_commits: int | None = None
@@ -75,6 +80,8 @@ class ServiceConfig:
             raise ValueError("consumers must be ≥ 0, batch_size and readers ≥ 1")
         if self.workers < 1:
             raise ValueError(f"workers must be ≥ 1, got {self.workers}")
+        if self.wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be ≥ 0, got {self.wait_replicas}")
         if not 0 <= self.linger_ms <= 1000:
             raise ValueError(f"linger_ms must be in [0, 1000], got {self.linger_ms:g}")
         self.consumer_config(0)  # what the consumers would refuse, refused here

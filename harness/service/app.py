@@ -21,13 +21,13 @@ from typing import Annotated, Any
 import orjson
 import psycopg
 import redis
-import redis.asyncio
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from harness import __version__
 from harness.delivery import broker as broker_mod
+from harness.delivery.protocol import NotReplicated
 from harness.infra.config import Settings
 from harness.model import events
 from harness.service import ingress
@@ -37,6 +37,10 @@ MAX_LIMIT = 1000
 #: Redis connections of one HTTP process for POST /publish, at most (requests beyond
 #: them wait for one: an overload shows as latency, not as errors)
 PUBLISH_CONNECTIONS = 100
+#: with ``wait_replicas``, how long a request's round whose fate is unknown (a connection
+#: lost, a WAIT short of replicas) is sent again before the request is answered 503: a
+#: Sentinel failover (seconds) shows as latency, not as errors
+PUBLISH_RESEND_S = 15.0
 JSON = "application/json"
 
 
@@ -44,7 +48,10 @@ PUBLISH_DOC = """One event, or ``{"events": [...]}`` (at most ``max_events_per_r
 
 All or nothing: a request with any invalid event is refused whole (422, naming each bad
 event's index, field and reason); 413 for a body or a batch over the limits; 503 when
-Redis does not take it. A 202 means the events are in Redis: they will be stored."""
+Redis does not take it. A 202 means the events are in Redis: they will be stored.
+With ``wait_replicas`` a 202 also means that many replicas have them; a 503 then may
+mean they are queued but not confirmed: send them again (an event stored already is
+counted as a duplicate, not stored twice)."""
 
 _EVENT_SCHEMA = {
     "type": "object",
@@ -80,7 +87,10 @@ _PUBLISH_OPENAPI = {
         "400": {"description": "Not JSON"},
         "413": {"description": "Body or batch too large"},
         "422": {"description": "Invalid events, each named; none was queued"},
-        "503": {"description": "Redis did not take the events; none was queued"},
+        "503": {
+            "description": "Redis did not take the events; none was queued (with "
+            "wait_replicas: not confirmed on the replicas, perhaps queued; send them again)"
+        },
     },
 }
 
@@ -179,6 +189,13 @@ class _Publish:
                 entry.data, entry.count, created_ns=int(created) if created.isdigit() else None
             )
         except (redis.RedisError, OSError) as exc:
+            if isinstance(exc, NotReplicated) or (
+                self.config.wait_replicas and not isinstance(exc, redis.ResponseError)
+            ):  # sent, perhaps more than once (see AsyncPublisher): some copy may be in
+                return 503, {
+                    "error": "Redis did not confirm the events on its replicas; they may be "
+                    f"queued: send them again ({exc})"
+                }
             return 503, {"error": f"Redis did not take the events; none was queued ({exc})"}
         self.state.accepted.inc(entry.count)
         return 202, {"status": "accepted", "queued": entry.count}
@@ -229,20 +246,23 @@ def _lifespan(state: Aggregator) -> Callable[[FastAPI], AbstractAsyncContextMana
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.start)
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            state.settings.redis_url,
-            max_connections=PUBLISH_CONNECTIONS,
-            timeout=None,
-            socket_timeout=30,
-            socket_connect_timeout=5,
-        )
-        client = redis.asyncio.Redis(connection_pool=pool)
-        state.publisher = broker_mod.AsyncPublisher(client, state.keys)
+        replicas = state.config.wait_replicas
         try:
-            yield
+            async with broker_mod.connect_async(
+                state.settings.redis_url,
+                max_connections=PUBLISH_CONNECTIONS,
+                socket_timeout=30,
+                socket_connect_timeout=5,
+            ) as client:
+                state.publisher = broker_mod.AsyncPublisher(
+                    client,
+                    state.keys,
+                    replicas=replicas,
+                    resend_s=PUBLISH_RESEND_S if replicas else 0.0,
+                )
+                yield
         finally:
-            await client.aclose()
-            await pool.aclose()
+            state.publisher = None
             await run_in_threadpool(state.stop)
 
     return lifespan

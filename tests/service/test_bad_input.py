@@ -197,6 +197,31 @@ def test_publish_with_redis_down_is_refused_with_503(
     assert health.status_code == 503 and health.json()["error"] == "redis not answering"
 
 
+def test_publish_not_confirmed_on_the_replicas_asked_for_is_a_503_that_says_send_again(
+    make_service: Factory, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait_replicas=1`` on a Redis without a replica: each ``WAIT`` times out, so the
+    round is sent again, with the same identity, until the resend budget is spent, then
+    a 503 that says the events may be queued (they are, on the primary) and to send them
+    again; not "none was queued"."""
+    from harness.delivery.protocol import FIELD_PRODUCER, FIELD_SEQ
+    from harness.service import app as app_mod
+
+    monkeypatch.setattr(app_mod, "PUBLISH_RESEND_S", 1.5)  # room for one resend
+    service = make_service(consumers=0, wait_replicas=1)
+    state = service.app.state.aggregator  # type: ignore[attr-defined]
+    if state.broker.client.info("replication")["connected_slaves"]:
+        pytest.skip("this Redis has replicas: WAIT 1 would be answered")
+    response = service.post("/publish", json=event(1))
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "may be queued: send them again" in error and "0 of 1 replicas" in error
+    assert state.publisher.resent == 1
+    copies = state.broker.client.xrange(state.keys.stream)
+    assert len(copies) == 2
+    assert len({(f[FIELD_PRODUCER], f[FIELD_SEQ]) for _, f in copies}) == 1
+
+
 def test_publish_takes_only_post_and_is_documented(service: TestClient) -> None:
     response = service.get("/publish")
     assert response.status_code == 405 and response.headers["allow"] == "POST"

@@ -304,7 +304,7 @@ def test_shipped_experiments_load_and_expand() -> None:
     for exp in loaded:
         trials = list(exp.trials())
         axes = [len(v) for v in exp.sweep.values()]
-        n = exp.repeat
+        n = exp.repeat * max(1, len(exp.cases))
         for size in axes:
             n *= size
         assert len(trials) == n, exp.name
