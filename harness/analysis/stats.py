@@ -23,7 +23,7 @@ from typing import Any
 from scipy import stats as scipy_stats
 
 from harness.model import steady
-from harness.trials import experiment, results, roles
+from harness.trials import params, results, roles
 from harness.trials.results import Run
 
 #: Values in their natural order (the rest sort after them).
@@ -38,7 +38,7 @@ KNOWN_ORDER = {
 DESIGN_AXES = ("counter", "broker", "fault", "ingress")
 #: A trial's verdict, worst first: a group of trials takes the worst of its verdicts.
 VERDICTS = ("violation", "anomaly", "did not finish", "holds")
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(experiment.TrialParams)}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(params.TrialParams)}
 
 #: Suffixes of the columns :func:`summarize` writes for each metric.
 SUFFIXES = ("mean", "std", "n", "ci", "low", "high")
@@ -160,7 +160,7 @@ def swept(run: Run, trials: Any | None = None) -> list[str]:
     t = frame(run) if trials is None else trials
     exp = run.meta.experiment
     cases = [k for case in exp.get("cases", []) for k in case]
-    order = [*cases, *exp.get("sweep", {}), *experiment.FIELDS]
+    order = [*cases, *exp.get("sweep", {}), *params.FIELDS]
     return [c for c in dict.fromkeys(order) if c in t and t[c].nunique() > 1]
 
 

@@ -29,7 +29,7 @@ from harness.pipeline.publisher import PublishPlan
 from harness.store.batch import prepare
 from harness.store.postgres import Store
 from harness.trials.actors import ACTOR_CPUS
-from harness.trials.experiment import Trial, TrialParams
+from harness.trials.params import Trial, TrialParams
 from harness.trials.results import TrialResult
 from harness.trials.runner import Runner
 

@@ -13,8 +13,9 @@ from rich.table import Table
 from harness.cli.session import session
 from harness.infra.config import Settings
 from harness.trials import capacity
-from harness.trials.experiment import Experiment, Trial
+from harness.trials.experiment import Experiment
 from harness.trials.meta import Meta
+from harness.trials.params import Trial
 
 CAPACITY_CSV = "capacity.csv"
 

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from harness.trials.experiment import Trial
+from harness.trials.params import Trial
 from harness.trials.results import TrialResult
 from harness.trials.state import Sample
 

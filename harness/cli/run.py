@@ -15,6 +15,7 @@ from harness.infra import health
 from harness.infra.config import Settings
 from harness.trials import experiment
 from harness.trials.meta import Meta, MetaError
+from harness.trials.params import Trial
 
 
 def add(sub: Any) -> None:
@@ -164,8 +165,8 @@ def main(args: argparse.Namespace, console: Console) -> int:
 
 
 def _resumed(
-    out: Path, trials: list[experiment.Trial], name: str, console: Console
-) -> tuple[Any, list[experiment.Trial]]:
+    out: Path, trials: list[Trial], name: str, console: Console
+) -> tuple[Any, list[Trial]]:
     """The writer of a run to resume, and the trials it has still to run; refuses a run
     planned with other parameters."""
     from harness.trials import results

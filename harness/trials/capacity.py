@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from harness.trials import roles
-from harness.trials.experiment import Experiment, ExperimentError, Trial, TrialParams
+from harness.trials.experiment import Experiment
+from harness.trials.params import ExperimentError, Trial, TrialParams
 from harness.trials.results import TrialResult
 
 LATENCIES = ("steady_p50_ms", "steady_p95_ms", "steady_p99_ms", "steady_p999_ms")

@@ -14,8 +14,8 @@ from typing import Any
 from harness.model.steady import SteadyState
 from harness.trials import meta as meta_mod
 from harness.trials import roles
-from harness.trials.experiment import Trial
 from harness.trials.meta import RESULTS_FORMAT, Meta, now_iso
+from harness.trials.params import Trial
 
 __all__ = ["RESULTS_FORMAT", "Meta", "Run", "RunWriter", "TrialResult", "load", "now_iso"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from harness.model.steady import Window
 
 if TYPE_CHECKING:
-    from harness.trials.experiment import TrialParams
+    from harness.trials.params import TrialParams
 
 #: an open-loop schedule starts this long after the trial's set-up, so that every
 #: publisher is running when the first event falls due

@@ -31,8 +31,8 @@ from harness.store.postgres import Store
 from harness.trials import faults as faults_mod
 from harness.trials import verify
 from harness.trials.actors import ConsumerActor, PublisherActor, ServiceActor
-from harness.trials.experiment import Trial
 from harness.trials.faults import FaultPlan
+from harness.trials.params import Trial
 from harness.trials.results import TrialResult
 from harness.trials.servers import TrialServers
 from harness.trials.state import (

@@ -22,8 +22,8 @@ from harness.infra.redis_replication import ReplicatedRedis
 from harness.infra.redis_server import ManagedRedis
 from harness.infra.replication import ReplicatedPostgres
 from harness.store.postgres import Store
-from harness.trials.experiment import TrialParams
 from harness.trials.faults import Fault
+from harness.trials.params import TrialParams
 
 
 class TrialServers:

@@ -15,8 +15,8 @@ from harness.model.generator import Workload
 from harness.model.steady import PerSecond, SteadyState, Window
 from harness.pipeline.consumer import ConsumerConfig
 from harness.pipeline.publisher import PublishPlan
-from harness.trials.experiment import Trial
 from harness.trials.faults import FaultPlan
+from harness.trials.params import Trial
 from harness.trials.results import TrialResult
 
 

@@ -9,7 +9,7 @@ from harness.model.retry import DEADLOCK_DETECTED, SERIALIZATION_FAILURE
 from harness.store.batch import Counters, Verification
 from harness.store.postgres import Store
 from harness.trials import faults, invariants
-from harness.trials.experiment import Trial
+from harness.trials.params import Trial
 from harness.trials.results import TrialResult
 from harness.trials.state import Outcome
 

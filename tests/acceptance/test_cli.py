@@ -228,18 +228,23 @@ def test_resume_runs_only_the_trials_not_recorded(settings: Settings, tmp_path: 
     assert other.returncode == 2 and "run with other parameters" in other.stderr
 
 
-@pytest.mark.parametrize("fault", ["none", "pg-crash"])
+@pytest.mark.parametrize(
+    ("fault", "servers"),
+    [("none", ""), ("pg-crash", ""), ("redis-failover", "redis_replica=async")],
+)
 def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
-    settings: Settings, tmp_path: Path, fault: str, trial_tmp: Path
+    settings: Settings, tmp_path: Path, fault: str, servers: str, trial_tmp: Path
 ) -> None:
     """Ctrl-C reaches the terminal's whole process group while the driver waits on its
     actors: the run ends with 130, says so, and marks itself interrupted (``--resume``
-    then runs what it did not record). A trial on a PostgreSQL of its own (pg-crash)
-    leaves neither that server nor its data folder behind."""
+    then runs what it did not record). A trial on a PostgreSQL of its own (pg-crash), or
+    a Redis primary with a replica and three Sentinels (redis-failover), leaves neither
+    those servers nor their data folders behind."""
     args = ["run", "smoke", "--out", str(tmp_path), "--run-id", "i", "--quiet"]
     # a trial far too long to finish before the signal (its faults far off)
     slow = ["--set", "events=5000000", "--set", "batch_size=10", "--set", "publishers=1",
             "--set", f"fault={fault}", "--set", "faults=1"]  # fmt: skip
+    slow += ["--set", servers] if servers else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args, *slow],
         cwd=ROOT,
@@ -250,11 +255,10 @@ def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
         env={**os.environ, **_env(settings), "PYTHONFAULTHANDLER": "1", "TMPDIR": str(trial_tmp)},
         start_new_session=True,  # its own process group, as a shell gives a job
     )
-    client = redis.Redis.from_url(settings.redis_url)
     stream = Keys(settings.key_prefix).stream
     try:
         deadline = time.monotonic() + 120
-        while not client.exists(stream) or client.xlen(stream) < 10:
+        while _stream_length(settings, trial_tmp, stream) < 10:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the trial did not start"
             time.sleep(0.2)
@@ -269,13 +273,31 @@ def test_ctrl_c_in_a_trial_stops_the_run_and_keeps_what_finished(
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        client.close()
     assert proc.returncode == 130, out + err
     assert "interrupted" in out
     run = tmp_path / "smoke" / "i"
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     assert not (run / "trials.csv").exists()  # no trial finished; the cut one is not kept
     assert _left_behind(trial_tmp) == []  # no trial server, no data folder
+
+
+def _stream_length(settings: Settings, trial_tmp: Path, stream: str) -> int:
+    """The trial's stream length: in the run's Redis, or in a trial's own replicated one
+    (its servers' ports are in their config files in ``trial_tmp``)."""
+    ports = [
+        int(line.split()[1])
+        for conf in trial_tmp.glob("harness-redis-*/node-*/redis.conf")
+        for line in conf.read_text().splitlines()
+        if line.startswith("port ")
+    ]
+    urls = [f"redis://127.0.0.1:{port}/0" for port in ports] or [settings.redis_url]
+    longest = 0
+    for url in urls:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        with contextlib.suppress(redis.RedisError, OSError):
+            longest = max(longest, int(client.xlen(stream)))
+        client.close()
+    return longest
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import harness.analysis
 names = [m.name for m in pkgutil.walk_packages(harness.analysis.__path__, "harness.analysis.")]
 for name in names:
     importlib.import_module(name)
-import harness.trials.results, harness.trials.experiment
+import harness.trials.results, harness.trials.experiment, harness.trials.params
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print(json.dumps({{"modules": names, "heavy": heavy}}))
 """
