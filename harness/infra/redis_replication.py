@@ -260,14 +260,10 @@ class ReplicatedRedis:
         if not node.config.exists():  # a restart keeps it (Sentinel may have rewritten it)
             node.config.write_text(
                 _config(
-                    port=node.port,
-                    bind=HOST,
-                    dir=node.directory,
-                    logfile=node.log,
+                    **_basics(node),
                     appendonly="yes",
                     appendfsync=self.appendfsync,
                     save='""',
-                    daemonize="no",
                     **{
                         "repl-diskless-sync": "yes",
                         "repl-diskless-sync-delay": "0",
@@ -285,13 +281,7 @@ class ReplicatedRedis:
         node.directory.mkdir(parents=True, exist_ok=True)
         name = self.master
         node.config.write_text(
-            _config(
-                port=node.port,
-                bind=HOST,
-                dir=node.directory,
-                logfile=node.log,
-                daemonize="no",
-            )
+            _config(**_basics(node))
             + "sentinel resolve-hostnames no\n"
             + f"sentinel monitor {name} {HOST} {self._primary.port} {QUORUM}\n"
             + f"sentinel down-after-milliseconds {name} {DOWN_AFTER_MS}\n"
@@ -417,6 +407,17 @@ def _client(port: int, timeout: float = 1.0) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
+
+
+def _basics(node: _Node) -> dict[str, Any]:
+    """What every server and Sentinel's config says: where it listens, works and logs."""
+    return {
+        "port": node.port,
+        "bind": HOST,
+        "dir": node.directory,
+        "logfile": node.log,
+        "daemonize": "no",
+    }
 
 
 def _config(**settings: Any) -> str:

@@ -140,6 +140,8 @@ class Consumer:
         self._acks: list[bytes] = []
         #: what to do right after the next commit (fault injection): ``crash`` or ``pause``
         self._after_commit: str | None = None
+        #: a pause armed to land only before this (monotonic seconds; ``None``: whenever)
+        self._pause_by: float | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; finishes the batch in hand first.
@@ -418,12 +420,15 @@ class Consumer:
         acknowledgement: the worst moment to die (what it committed comes back)."""
         self._after_commit = "crash"
 
-    def pause_after_next_commit(self) -> None:
+    def pause_after_next_commit(self, within_s: float | None = None) -> None:
         """Fault injection: stop the process (SIGSTOP) right after the next commit, before
         its acknowledgement, until someone sends it SIGCONT: a GC pause or a stalled VM
         at the worst moment. Its peers take over what it holds; when it wakes it
-        acknowledges entries they hold, having applied nothing twice."""
+        acknowledges entries they hold, having applied nothing twice. ``within_s``: only
+        if that commit comes within this long (whoever armed it stops the process itself
+        after that, and a pause still armed would stop it again once continued)."""
         self._after_commit = "pause"
+        self._pause_by = None if within_s is None else time.monotonic() + within_s
 
     def _fault_after_commit(self) -> None:
         limit = self.config.crash_after_commits
@@ -433,7 +438,8 @@ class Consumer:
             os._exit(17)
         if self._after_commit == "pause":
             self._after_commit = None
-            os.kill(os.getpid(), signal.SIGSTOP)  # returns when the process is continued
+            if self._pause_by is None or time.monotonic() <= self._pause_by:
+                os.kill(os.getpid(), signal.SIGSTOP)  # returns when the process is continued
 
 
 def _entries(items: list[tuple[Delivery, list[events.Row]]]) -> Entries:

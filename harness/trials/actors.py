@@ -121,11 +121,13 @@ class ConsumerActor:
         assert self.consumer is not None
         self.consumer.crash_after_next_commit()
 
-    def pause_after_next_commit(self) -> None:
+    def pause_after_next_commit(self, within_s: float | None = None) -> None:
         """Fault injection: this actor's process stops itself right after its next commit,
-        before the acknowledgement (see :meth:`Consumer.pause_after_next_commit`)."""
+        before the acknowledgement (see :meth:`Consumer.pause_after_next_commit`). The
+        reply may never come before the process is continued: it can stop before this
+        call has answered, so the caller must not wait for it."""
         assert self.consumer is not None
-        self.consumer.pause_after_next_commit()
+        self.consumer.pause_after_next_commit(within_s)
 
     def pid(self) -> int:
         """The actor's process, for a fault that stops and continues it."""

@@ -24,12 +24,6 @@ def _quiet_environment(settings: Settings) -> None:
     # as PostgreSQL and Redis do: at 15 they wait behind both, and the wait shows as
     # latency that a real deployment would not have.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    # A paused consumer (pause-consumer: SIGSTOP for twice claim_idle_ms and a second)
-    # answers no gRPC keepalive ping, and Ray's default gives it 5 s before it fails the
-    # calls the driver has outstanding on it (its run: ActorUnavailableError, "keepalive
-    # watchdog timeout"), so a pause at claim_idle_ms 2000 failed its trial. The driver's
-    # own client is what waits: a minute outlasts any pause.
-    os.environ.setdefault("RAY_grpc_client_keepalive_timeout_ms", "60000")
 
 
 def init(settings: Settings) -> dict[str, Any]:

@@ -173,7 +173,9 @@ class FaultTarget:
         peers = {i: r for i, r in self.reports.items() if i != index}
         reclaimed_before = sum(r.get("delivered_again", 0) for r in peers.values())
         if len(run.in_flight) % 2 == 1:
-            ray.get(actor.pause_after_next_commit.remote())
+            # not waited for: the consumer may stop itself before this call has answered,
+            # and only we continue it (waiting deadlocked until gRPC's keepalive gave up)
+            actor.pause_after_next_commit.remote(CRASH_WAIT_S)
             deadline = time.monotonic() + CRASH_WAIT_S
             while signal_actor(node, pid) not in STOPPED and time.monotonic() < deadline:
                 time.sleep(0.005)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -575,3 +576,18 @@ def test_remember_s_and_prune_every_s_are_checked() -> None:
         ConsumerConfig(name="c", remember_s=-1)
     with pytest.raises(ValueError, match="prune_every_s"):
         ConsumerConfig(name="c", prune_every_s=0)
+
+
+@pytest.mark.parametrize(("within_s", "stops"), [(None, True), (60.0, True), (-1.0, False)])
+def test_a_pause_armed_for_the_next_commit_lands_only_within_its_time(
+    monkeypatch: pytest.MonkeyPatch, within_s: float | None, stops: bool
+) -> None:
+    """Whoever arms it stops the process itself once that time has passed: a pause still
+    armed then would stop the process again, with no one to continue it. It is one-shot."""
+    signals: list[int] = []
+    monkeypatch.setattr("os.kill", lambda pid, signum: signals.append(signum))
+    c = consumer(FakeStore(), FakeBroker())
+    c.pause_after_next_commit(within_s)
+    c._fault_after_commit()
+    c._fault_after_commit()  # the next commit: disarmed
+    assert signals == ([signal.SIGSTOP] if stops else [])
