@@ -228,8 +228,13 @@ def _errorbar(ax: Axes, xs: Any, s: Any, spec: _Series, colour: str, *, log: boo
 
 
 def applies_consumers(run: Run) -> bool:
+    """Whether consumers vary with the run's other axes held: not where they change only
+    with another setting (a case of its own, as a paused consumer's in ``failover``)."""
     t = stats.measured(stats.headline(run))
-    return not t.empty and t["consumers"].nunique() > 1
+    if t.empty:
+        return False
+    held, _ = stats.held(run, t, keep=("consumers",))
+    return bool(held["consumers"].nunique() > 1)
 
 
 # -- throughput vs consumers ------------------------------------------------------------------

@@ -81,7 +81,14 @@ def _what_ran(run: Run) -> str:
     rows.append(("started, finished", f"{meta.started or '?'}, {meta.finished or '?'}"))
     repeat, seed = exp.get("repeat", 1), exp.get("seed", 0)
     rows.append(("repeats", f"{repeat} per configuration; repetition r uses seed {seed} + r"))
+    cases = exp.get("cases", [])
+    for i, case in enumerate(cases, 1):
+        setting = ", ".join(f"{k} = {md.values([v])}" for k, v in case.items())
+        rows.append((f"case {i}" if len(cases) > 1 else "case", setting))
+    in_cases = {k for case in cases for k in case}
     for axis in swept:
+        if axis in in_cases:
+            continue  # each case's settings are above, not a product of their values
         if open_loop and axis == "events":
             rows.append(("events", "rate × duration_s in an open-loop trial"))
         elif axis == "rate" and run.is_capacity:

@@ -11,6 +11,7 @@ from the trial's clock origin); older runs keep a line per trial.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -45,27 +46,43 @@ class _TraceStyle:
     colours: dict[Any, str]
     dash_axis: str | None
     dashes: dict[Any, Any]
+    #: the experiment's cases, when it has several: then each has its colour (``case``)
+    cases: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def of(cls, run: Run, t: Any) -> _TraceStyle:
         axes = _trace_axes(run, t)
+        cases = tuple(dict(c) for c in run.meta.experiment.get("cases", []))
+        if len(cases) > 1:  # a colour per case; the sweep's axes go on as before
+            in_cases = {k for case in cases for k in case}
+            axes = [a for a in axes if a not in in_cases]
         panel = next((a for a in ("counter", "isolation") if a in axes), None)
         rest = sorted((a for a in axes if a != panel), key=lambda a: a == "rate")[:2]
-        if len(rest) == 2 and rest[1] != "rate" and t[rest[1]].nunique() > len(LINESTYLES):
+        if len(cases) > 1:
+            rest = ["case", *rest][:2]
+        elif len(rest) == 2 and rest[1] != "rate" and t[rest[1]].nunique() > len(LINESTYLES):
             rest.reverse()  # the axis with few enough values for line styles gets them
         colour_axis = rest[0] if rest else "trial"
         dash_axis = rest[1] if len(rest) > 1 and t[rest[1]].nunique() <= len(LINESTYLES) else None
         dashes = {}
         if dash_axis:
             dashes = dict(zip(stats.ordered(dash_axis, t[dash_axis]), LINESTYLES, strict=False))
-        colours = colours_for(colour_axis, stats.ordered(colour_axis, t[colour_axis]))
-        return cls(panel, colour_axis, colours, dash_axis, dashes)
+        if len(cases) > 1:
+            colours = colours_for("case", [case_label(case) for case in cases])
+        else:
+            colours = colours_for(colour_axis, stats.ordered(colour_axis, t[colour_axis]))
+        return cls(panel, colour_axis, colours, dash_axis, dashes, cases if len(cases) > 1 else ())
 
     def line(self, trial: Any) -> dict[str, Any]:
         """Colour and dash of a trial's line, or of a configuration's (a row holding the
         values of the swept axes)."""
         dash = self.dashes[trial[self.dash_axis]] if self.dash_axis else "-"
-        colour = self.colours[trial[self.colour_axis]] if self.colour_axis in trial else CYCLE[0]
+        if self.cases:
+            colour = self.colours.get(_case_of(self.cases, trial), CYCLE[0])
+        else:
+            colour = (
+                self.colours[trial[self.colour_axis]] if self.colour_axis in trial else CYCLE[0]
+            )
         return {"color": colour, "linestyle": dash}
 
     def handles(self, *, per_trial: bool) -> list[Line2D]:
@@ -90,7 +107,29 @@ def _trace_axes(run: Run, t: Any) -> list[str]:
     return [a for a in axes if a != "events"] if stats.is_open_loop(t).any() else axes
 
 
+def case_label(case: dict[str, Any]) -> str:
+    """A case as a legend names it: its settings, ``key = value``."""
+    return ", ".join(f"{k} = {v}" for k, v in case.items())
+
+
+def _case_of(cases: tuple[dict[str, Any], ...], row: Any) -> str:
+    """The label of the first case whose every setting ``row`` holds."""
+
+    def same(a: Any, b: Any) -> bool:
+        try:
+            return float(a) == float(b)
+        except (TypeError, ValueError):
+            return str(a) == str(b)
+
+    for case in cases:
+        if all(k in row and same(row[k], v) for k, v in case.items()):
+            return case_label(case)
+    return ""
+
+
 def _legend_value(axis: str, value: Any) -> str:
+    if axis == "case":  # its settings, on lines short enough to leave the chart its width
+        return textwrap.fill(str(value), 32, subsequent_indent="  ")
     if axis == "rate":
         return f"{value:,.0f} events/s offered" if value else "burst"
     if axis == "trial":

@@ -108,6 +108,7 @@ def make_run(
     outcome: Callable[[Trial], dict[str, Any]] | None = None,
     run_id: str = "r1",
     reference: Mapping[str, Any] | None = None,
+    cases: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write ``root/synthetic/<run_id>`` and return its path. ``outcome(trial)`` returns
     overrides of that trial's result (``violations``, ``lost``, ``error``…); a ``rate`` in
@@ -120,6 +121,7 @@ def make_run(
         repeat=repeat,
         params={"events": EVENTS, **(params or {})},
         sweep=sweep or {},
+        cases=cases,
         reference=reference or {},
     )
     trials = list(exp.trials())

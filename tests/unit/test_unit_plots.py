@@ -724,3 +724,24 @@ def test_configurations_run_once_keep_a_line_per_trial(tmp_path: Path) -> None:
     run = load(runs.make_run(tmp_path, sweep=RATES_BY_CONSUMERS, params=OPEN_LOOP))
     assert time_plots.bands(run).empty
     assert time_plots.throughput_over_time(run).get_suptitle().endswith(", per trial")
+
+
+def test_each_case_of_an_experiment_has_a_colour_of_its_own_over_time(tmp_path: Path) -> None:
+    """Cases vary several settings together: a colour (and a legend entry) per case, not
+    a colour and a line style for two of their settings, which two cases may share."""
+    cases = [
+        {"fault": "pg-failover", "pg_standby": "sync"},
+        {"fault": "pg-failover", "pg_standby": "async"},
+        {"fault": "pg-crash", "synchronous_commit": "off"},
+    ]
+    run = load(runs.make_run(tmp_path, cases=cases, params={"rate": 1000, "duration_s": 4}))
+    t = stats.frame(run)
+    style = time_plots._TraceStyle.of(run, t)
+    assert style.colour_axis == "case" and style.dash_axis is None
+    colours = {style.line(row)["color"] for _, row in t.iterrows()}
+    assert len(colours) == 3
+    labels = [h.get_label() for h in style.handles(per_trial=False)]
+    assert labels[0] == "fault = pg-failover, pg_standby\n  = sync"
+    fig = time_plots.throughput_over_time(run)
+    assert fig.legends  # drawn
+    assert not plots.applies_consumers(run)

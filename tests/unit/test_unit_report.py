@@ -93,6 +93,16 @@ def test_results_show_the_window_of_an_open_loop_trial(tmp_path: Path) -> None:
     assert "| events | rate × duration_s in an open-loop trial |" in what_ran
 
 
+def test_what_ran_lists_each_case_not_a_product_of_their_values(tmp_path: Path) -> None:
+    cases = [{"fault": "pg-crash", "synchronous_commit": "off"}, {"fault": "kill-consumer"}]
+    text = write(runs.make_run(tmp_path, sweep={"consumers": [1, 2]}, cases=cases))
+    what_ran = section(text, "What ran")
+    assert "| case 1 | fault = pg-crash, synchronous_commit = off |" in what_ran
+    assert "| case 2 | fault = kill-consumer |" in what_ran
+    assert "| swept: consumers | 1, 2 |" in what_ran
+    assert "swept: fault" not in what_ran and "swept: synchronous_commit" not in what_ran
+
+
 def test_a_burst_run_has_no_open_loop_sections(tmp_path: Path) -> None:
     text = write(runs.make_run(tmp_path, sweep={"consumers": [1, 2]}))
     assert headings(text) == [
