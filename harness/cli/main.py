@@ -12,6 +12,7 @@ from rich.console import Console
 from harness import __version__
 from harness.cli import bench as bench_cli
 from harness.cli import common
+from harness.cli import compare as compare_cli
 from harness.cli import publish as publish_cli
 from harness.cli import run as run_cli
 from harness.cli import service as service_cli
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service_bench_cli.arguments(service_bench)
     service_bench.set_defaults(handler=service_bench_cli.main)
+    compare_cli.add(sub)
 
     plot = sub.add_parser("plot", help="redraw a run's charts into RUN/plots/")
     plot.add_argument(
