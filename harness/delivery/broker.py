@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -31,16 +32,17 @@ from harness.delivery.protocol import (
     Backlog,
     Broker,
     Delivery,
-    NotReplicated,
     Outgoing,
     Producer,
     connect,
     entry_fields,
+    not_replicated,
     stamps,
     wait_for_replicas,
 )
 from harness.infra import sentinel_url
 from harness.model.modes import BROKERS
+from harness.model.retry import RetryPolicy
 
 
 def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
@@ -351,7 +353,7 @@ class AsyncPublisher:
         and ``resend_s`` allows (see the class)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.resend_s
-        delay = _RESEND_FIRST_S
+        failures = 0
         while True:
             pipe = self.client.pipeline(transaction=False)
             for fields, _ in batch:
@@ -371,26 +373,28 @@ class AsyncPublisher:
                 if not self.replicas:
                     return list(results)
                 *replies, acknowledged = results
-                if isinstance(acknowledged, int) and acknowledged >= self.replicas:
-                    return replies
-                failure = (
+                short = (
                     acknowledged
                     if isinstance(acknowledged, Exception)
-                    else NotReplicated(
-                        f"WAIT: {acknowledged} of {self.replicas} replicas "
-                        f"within {WAIT_TIMEOUT_MS} ms"
-                    )
+                    else not_replicated(acknowledged, self.replicas)
                 )
-            if all(done.done() for _, done in batch) or loop.time() + delay > deadline:
+                if short is None:
+                    return replies
+                failure = short
+            failures += 1
+            delay = RESEND.delay(failures, random.random())
+            if (
+                all(done.done() for _, done in batch)
+                or not RESEND.may_retry(failures)
+                or loop.time() + delay > deadline
+            ):
                 return [failure] * len(batch)
             await asyncio.sleep(delay)
-            delay = min(2 * delay, _RESEND_MAX_DELAY_S)
             self.resent += len(batch)
 
 
-#: the pause before a round of :class:`AsyncPublisher` is sent again, doubling up to the max
-_RESEND_FIRST_S = 0.05
-_RESEND_MAX_DELAY_S = 1.0
+#: how :class:`AsyncPublisher` waits before it sends a round again (``resend_s`` bounds it)
+RESEND = RetryPolicy(max_attempts=100, base_delay=0.05, max_delay=1.0)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):

@@ -167,10 +167,16 @@ def wait_for_replicas(pipe: redis.client.Pipeline, replicas: int) -> None:
     if replicas > 0:
         pipe.wait(replicas, WAIT_TIMEOUT_MS)
     replies = pipe.execute()
-    if replicas > 0 and replies[-1] < replicas:
-        raise NotReplicated(
-            f"WAIT: {replies[-1]} of {replicas} replicas within {WAIT_TIMEOUT_MS} ms"
-        )
+    if replicas > 0 and (short := not_replicated(replies[-1], replicas)) is not None:
+        raise short
+
+
+def not_replicated(acknowledged: object, replicas: int) -> NotReplicated | None:
+    """What a ``WAIT`` reply says of the writes before it: ``None`` when at least
+    ``replicas`` replicas have them, else the error to treat them by."""
+    if isinstance(acknowledged, int) and acknowledged >= replicas:
+        return None
+    return NotReplicated(f"WAIT: {acknowledged} of {replicas} replicas within {WAIT_TIMEOUT_MS} ms")
 
 
 def identities(

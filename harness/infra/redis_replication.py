@@ -11,8 +11,9 @@ connection error.
 
 Redis replication is asynchronous: a write is acknowledged before the replica has it, and
 a failover loses what the replica had not received. With ``mode = "wait"`` clients send
-``WAIT 1`` :data:`WAIT_TIMEOUT_MS` after their writes (:attr:`ReplicatedRedis.wait_replicas`
-replicas), which returns once the replica has acknowledged them: a write it confirmed
+``WAIT 1`` after their writes (:attr:`ReplicatedRedis.wait_replicas` replicas; its timeout
+is :data:`harness.delivery.protocol.WAIT_TIMEOUT_MS`), which returns once the replica has
+acknowledged them: a write it confirmed
 this way survives the primary's crash. The servers are the same in both modes; the mode
 says what the clients do.
 """
@@ -35,11 +36,9 @@ from harness.infra import processes
 from harness.infra.processes import free_port
 from harness.infra.redis_server import RedisServerError, executable
 from harness.infra.sentinel_url import SentinelAddress
-from harness.model.modes import APPENDFSYNC
+from harness.model.modes import APPENDFSYNC, replicas_waited_for
 
 REPLICATION_MODES = ("async", "wait")
-#: how long a client's ``WAIT 1`` waits for the replica's acknowledgement (mode ``wait``)
-WAIT_TIMEOUT_MS = 1000
 #: Sentinels, and how many must agree the primary is down before one fails it over
 SENTINELS = 3
 QUORUM = 2
@@ -138,7 +137,7 @@ class ReplicatedRedis:
     def wait_replicas(self) -> int:
         """How many replicas a client's ``WAIT`` asks for after a write: 1 in mode
         ``wait``, 0 (no ``WAIT``) in mode ``async``."""
-        return 1 if self.mode == "wait" else 0
+        return replicas_waited_for(self.mode)
 
     @property
     def sentinels(self) -> tuple[tuple[str, int], ...]:

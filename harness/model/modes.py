@@ -30,6 +30,13 @@ PG_STANDBY = ("none", "async", "sync")
 #: counts a round as sent only once ``WAIT`` says the replica has it)
 REDIS_REPLICA = ("none", "async", "wait")
 
+
+def replicas_waited_for(redis_replica: str) -> int:
+    """How many replicas a publisher's ``WAIT`` asks for under this ``redis_replica``:
+    1 with ``wait``, else 0 (no ``WAIT``)."""
+    return 1 if redis_replica == "wait" else 0
+
+
 _Choice = TypeVar("_Choice", bound=enum.Enum)
 
 

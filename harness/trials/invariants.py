@@ -62,17 +62,12 @@ class Evidence:
     #: counter shortfall is a bug or the strategy's expected anomaly
     counter: str = CounterStrategy.ATOMIC.value
     isolation: str = Isolation.READ_COMMITTED.value
-    #: the broker and the fault injected: the list broker loses events under some faults
-    broker: str = "stream"
+    #: the fault injected, and what the settings promise to keep (the broker, Redis's
+    #: fsync and replica, PostgreSQL's commit and standby): together they say what loss
+    #: the trial admits (the list broker loses events under some faults, everysec ~1 s of
+    #: writes at a Redis crash, synchronous_commit off a crash's last commits, …)
     fault: str = "none"
-    #: Redis's AOF policy: a crash (fault = redis-restart) may lose ~1 s with everysec
-    appendfsync: str = "everysec"
-    #: PostgreSQL's: a crash (fault = pg-crash) may take back acknowledged commits with off
-    synchronous_commit: str = "on"
-    #: and its standby's: a failover to an asynchronous one may lose confirmed commits
-    pg_standby: str = "none"
-    #: Redis's replica: a failover to an asynchronous one may lose confirmed XADDs
-    redis_replica: str = "none"
+    durability: faults.Durability = dataclasses.field(default_factory=faults.Durability)
     #: batches the consumers abandoned after their retry policy gave up (a retry storm, a
     #: database away): the stream keeps them pending and applies them later; the seed's
     #: list has already handed them out, and they are gone
@@ -83,6 +78,10 @@ class Evidence:
         CounterStrategy.parse(self.counter)
         Isolation.parse(self.isolation)
         faults.fault(self.fault)
+
+    @property
+    def broker(self) -> str:
+        return self.durability.broker
 
     @property
     def double_applied(self) -> int:
@@ -98,14 +97,7 @@ class Evidence:
     def loss_expected(self) -> bool:
         """Whether this broker is known to lose events under this fault (or when its
         consumers abandon batches)."""
-        durability = faults.Durability(
-            self.broker,
-            self.appendfsync,
-            self.synchronous_commit,
-            self.pg_standby,
-            self.redis_replica,
-        )
-        if faults.fault(self.fault).admits_loss(durability):
+        if faults.fault(self.fault).admits_loss(self.durability):
             return True
         # the seed's list has handed out the events of an abandoned batch: they are gone
         return self.broker == "list" and self.abandoned > 0

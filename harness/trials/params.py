@@ -20,6 +20,7 @@ from harness.model.modes import (
     Isolation,
 )
 from harness.trials import faults, roles
+from harness.trials.faults import Durability
 
 #: Values each categorical axis accepts today; later axes extend these sets.
 #: How consumers treat a second delivery of an entry (:attr:`TrialParams.redelivery`).
@@ -205,6 +206,17 @@ class TrialParams:
     @property
     def open_loop(self) -> bool:
         return self.rate > 0
+
+    @property
+    def durability(self) -> Durability:
+        """What these settings promise to keep, which decides what loss a fault admits."""
+        return Durability(
+            self.broker,
+            self.appendfsync,
+            self.synchronous_commit,
+            self.pg_standby,
+            self.redis_replica,
+        )
 
     def digest(self, seed: int) -> str:
         """A short stable hash of the resolved parameters and seed (identifies a trial)."""

@@ -24,6 +24,7 @@ from harness.delivery.keys import Keys
 from harness.infra.config import Settings
 from harness.model import steady as steady_mod
 from harness.model.generator import Generator, Workload
+from harness.model.modes import replicas_waited_for
 from harness.model.steady import PerSecond, SteadyState
 from harness.pipeline.consumer import ConsumerConfig
 from harness.pipeline.publisher import PublishPlan
@@ -488,7 +489,7 @@ def _publish_plans(
         ahead=p.generate == "ahead",
         rate=p.rate,
         origin_ns=origin_ns,
-        replicas=1 if p.redis_replica == "wait" else 0,
+        replicas=replicas_waited_for(p.redis_replica),
     )
     per_round = p.entry_size * p.publish_pipeline
     lost_rounds = fault.publisher_rounds([-(-pl.events // per_round) for pl in plans])

@@ -117,12 +117,8 @@ def _verdict(
         attributes_loss=faults.fault(p.fault).records_commits,
         counter=p.counter,
         isolation=p.isolation,
-        broker=p.broker,
         fault=p.fault,
-        appendfsync=p.appendfsync,
-        synchronous_commit=p.synchronous_commit,
-        pg_standby=p.pg_standby,
-        redis_replica=p.redis_replica,
+        durability=p.durability,
         abandoned=outcome.abandoned,
     )
     return invariants.classify(evidence)

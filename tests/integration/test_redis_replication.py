@@ -15,12 +15,9 @@ import pytest
 import redis
 
 from harness.delivery import protocol
+from harness.delivery.protocol import WAIT_TIMEOUT_MS
 from harness.infra import processes, sentinel_url
-from harness.infra.redis_replication import (
-    WAIT_TIMEOUT_MS,
-    ReplicatedRedis,
-    ReplicationError,
-)
+from harness.infra.redis_replication import ReplicatedRedis, ReplicationError
 
 pytestmark = pytest.mark.integration
 

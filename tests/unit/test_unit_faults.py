@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness.store.batch import Counters, Verification
-from harness.trials.faults import KINDS, FaultPlan
+from harness.trials.faults import KINDS, Durability, FaultPlan
 from harness.trials.invariants import Evidence, classify
 
 
@@ -67,8 +69,8 @@ def evidence(
         expected_unique=70,
         counters=Counters(received, unique, received - unique),
         stored=Verification(rows=rows, distinct_keys=rows, lost=lost, unexpected=unexpected),
-        broker=broker,
         fault=fault,
+        durability=Durability(broker),
     )
 
 
@@ -99,7 +101,7 @@ def test_events_never_published_are_a_violation_even_for_the_list() -> None:
 def test_a_crashed_redis_may_lose_its_last_second_only_with_everysec() -> None:
     lossy = evidence("stream", "redis-restart", received=95, unique=67, rows=67, lost=3)
     assert classify(lossy).violations == ()  # appendfsync defaults to everysec
-    strict = Evidence(**{**lossy.__dict__, "appendfsync": "always"})
+    strict = dataclasses.replace(lossy, durability=Durability(appendfsync="always"))
     assert any("lost" in v for v in classify(strict).violations)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from harness.store.batch import Counters, Verification
+from harness.trials.faults import Durability
 from harness.trials.invariants import Evidence, check, classify
 
 PUBLISHED, UNIQUE = 1_000, 700
@@ -122,7 +123,7 @@ def test_what_redis_lost_is_measured_an_anomaly_with_everysec_a_violation_with_a
     assert any("Redis lost 30 events it had confirmed" in line for line in verdict.anomalies)
     # received is exactly what was published less what Redis lost: nothing else short
     assert verdict.lost_updates == 0
-    always = classify(dataclasses.replace(lost, appendfsync="always"))
+    always = classify(dataclasses.replace(lost, durability=Durability(appendfsync="always")))
     assert any("Redis lost 30 events" in line for line in always.violations)
     # received short by more than Redis lost: a violation even with everysec
     worse = dataclasses.replace(
@@ -143,7 +144,7 @@ def test_the_list_losing_an_abandoned_batch_is_its_expected_anomaly_the_stream_n
 
     lost = dataclasses.replace(
         evidence(received=PUBLISHED - 44, unique=UNIQUE - 44, rows=UNIQUE - 44, lost=44),
-        broker="list",
+        durability=Durability("list"),
         isolation="serializable",
     )
     # no fault, nothing abandoned: the list lost events for no known reason: a violation
@@ -154,7 +155,7 @@ def test_the_list_losing_an_abandoned_batch_is_its_expected_anomaly_the_stream_n
     verdict = classify(abandoned)
     assert not verdict.violations and verdict.anomalies
     # the stream keeps an abandoned batch pending: losing it there is a bug
-    assert classify(dataclasses.replace(abandoned, broker="stream")).violations
+    assert classify(dataclasses.replace(abandoned, durability=Durability("stream"))).violations
 
 
 # -- losses attributed: commits PostgreSQL took back ---------------------------------------
@@ -174,7 +175,7 @@ def crashed(
         broker_lost=broker_lost,
         attributes_loss=True,
         fault="pg-crash",
-        synchronous_commit=synchronous_commit,
+        durability=Durability(synchronous_commit=synchronous_commit),
     )
 
 
