@@ -451,9 +451,13 @@ def test_a_set_replaces_what_the_cases_set_and_runs_cases_made_alike_once() -> N
 def test_quick_shortens_what_the_cases_set_and_waits_for_their_faults() -> None:
     exp = make(
         params={"rate": 2000, "duration_s": 60, "warmup_s": 2, "faults": 2},
-        cases=[{"fault": "kill-consumer"}, {"fault": "redis-failover", "redis_replica": "wait"}],
+        cases=[
+            {"fault": "kill-consumer"},
+            {"fault": "redis-failover", "redis_replica": "wait", "duration_s": 80},
+        ],
     ).quick()
-    # the longest fault of any case sets the floor: a warm-up second and two failovers
+    # the longest fault of any case sets the floor, a warm-up second and two failovers,
+    # and the case's own load is shortened to it as the base one is
     assert {t.params.duration_s for t in exp.trials()} == {1.0 + 2 * 2 * faults.REDIS_FAILOVER_S}
 
 

@@ -733,15 +733,17 @@ def test_each_case_of_an_experiment_has_a_colour_of_its_own_over_time(tmp_path: 
         {"fault": "pg-failover", "pg_standby": "sync"},
         {"fault": "pg-failover", "pg_standby": "async"},
         {"fault": "pg-crash", "synchronous_commit": "off"},
+        {"fault": "pause-consumer", "consumers": 3},
     ]
     run = load(runs.make_run(tmp_path, cases=cases, params={"rate": 1000, "duration_s": 4}))
     t = stats.frame(run)
     style = time_plots._TraceStyle.of(run, t)
     assert style.colour_axis == "case" and style.dash_axis is None
     colours = {style.line(row)["color"] for _, row in t.iterrows()}
-    assert len(colours) == 3
+    assert len(colours) == 4
     labels = [h.get_label() for h in style.handles(per_trial=False)]
     assert labels[0] == "fault = pg-failover, pg_standby\n  = sync"
     fig = time_plots.throughput_over_time(run)
     assert fig.legends  # drawn
-    assert not plots.applies_consumers(run)
+    # consumers change only with a case: no chart of throughput against them
+    assert t["consumers"].nunique() == 2 and not plots.applies_consumers(run)
